@@ -1,0 +1,47 @@
+# ccflow — see README.md. `make test` is the test command (CI runs it too).
+GO       ?= go
+BIN      ?= bin/ccflow
+FUZZTIME ?= 60s
+# Seconds each fuzz target runs inside `make test`.
+FUZZTIME_TEST ?= 3s
+BENCHTIME ?= 1s
+
+.PHONY: all build test unit fuzz fuzz-short bench lint fmt docs clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/ccflow
+
+# The full test suite: lint, every package's tests (real exporters, real
+# services started by scripts/test.sh), and a short run of every fuzz target.
+test:
+	./scripts/test.sh
+
+# Go tests only, with whatever services the environment already names.
+unit:
+	$(GO) test -count=1 ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+# Every fuzz target for FUZZTIME (at least 60s each by default).
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+fuzz-short:
+	./scripts/fuzz.sh $(FUZZTIME_TEST)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+# Regenerate the configuration reference and the sample configuration.
+docs:
+	$(GO) test ./cmd/ccflow -run 'TestConfigDocs' -update
+
+clean:
+	rm -rf bin

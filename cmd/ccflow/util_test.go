@@ -1,0 +1,5 @@
+package main
+
+import "reflect"
+
+func reflectType(v any) reflect.Type { return reflect.TypeOf(v) }

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every Go fuzz target in the module for the given time each (default 60s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+t=${1:-60s}
+n=0
+for pkg in $(go list ./...); do
+  for target in $(go test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz' || true); do
+    echo "== fuzz $pkg $target ($t)"
+    go test -run '^$' -fuzz "^${target}\$" -fuzztime "$t" "$pkg"
+    n=$((n+1))
+  done
+done
+echo "fuzz: $n targets ran for $t each"
