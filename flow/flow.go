@@ -328,6 +328,9 @@ type Pseudo struct {
 	RemoteASN     uint32
 	RemoteASOrg   string
 	RemoteCountry string
+	// Provider is the provider class of the remote AS from the enrichment
+	// configuration (for example "cdn", "cloud", "push"); empty if none.
+	Provider string
 	// Intel holds the names of the threat-intel lists that contain Remote,
 	// comma-separated, in configuration order.
 	Intel string
