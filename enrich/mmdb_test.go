@@ -38,9 +38,11 @@ func loadSourceJSON(t *testing.T, name string) []sourceNet {
 		t.Fatal(err)
 	}
 	var raw []map[string]struct {
-		ASN               uint32 `json:"autonomous_system_number"`
-		Org               string `json:"autonomous_system_organization"`
-		Country           *struct{ ISOCode string `json:"iso_code"` }
+		ASN     uint32 `json:"autonomous_system_number"`
+		Org     string `json:"autonomous_system_organization"`
+		Country *struct {
+			ISOCode string `json:"iso_code"`
+		}
 		RegisteredCountry *struct {
 			ISOCode string `json:"iso_code"`
 		} `json:"registered_country"`
