@@ -1,0 +1,245 @@
+package flowarrow
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/apache/arrow/go/v15/arrow"
+	"github.com/apache/arrow/go/v15/arrow/ipc"
+	"github.com/apache/arrow/go/v15/arrow/memory"
+	"github.com/ccflow/ccflow/flow"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Compression says how an Encoder compresses its IPC streams.
+type Compression uint8
+
+// Compressions. Decoders read all of them (they tell a zstd frame from a
+// bare stream by its first bytes; Arrow buffer compression is in the
+// stream's metadata).
+const (
+	// CompressionFrameZstd writes an uncompressed IPC stream inside one zstd
+	// frame, with a zstd encoder that the Encoder reuses. It is the default:
+	// Arrow Go v15's buffer compression starts a new streaming zstd encoder
+	// for every record and dictionary batch (measured here: 43 MB allocated
+	// and 10 ms per 8,192-flow stream), while the reused frame encoder
+	// needs 0.15 MB and 3.5 ms and compresses as well or better. Readers
+	// outside ccflow unwrap the frame with any zstd tool first.
+	CompressionFrameZstd Compression = iota
+	// CompressionBufferZstd uses Arrow IPC buffer compression with zstd:
+	// readable by any Arrow IPC reader, but slow in Arrow Go v15 (above).
+	CompressionBufferZstd
+	// CompressionBufferLZ4 uses Arrow IPC buffer compression with LZ4
+	// frames: fast, about twice as large as zstd.
+	CompressionBufferLZ4
+	// CompressionNone writes a bare, uncompressed IPC stream.
+	CompressionNone
+)
+
+// ParseCompression parses "zstd" (CompressionFrameZstd), "arrow-zstd",
+// "arrow-lz4" or "none".
+func ParseCompression(s string) (Compression, error) {
+	switch s {
+	case "zstd":
+		return CompressionFrameZstd, nil
+	case "arrow-zstd":
+		return CompressionBufferZstd, nil
+	case "arrow-lz4":
+		return CompressionBufferLZ4, nil
+	case "none":
+		return CompressionNone, nil
+	}
+	return 0, fmt.Errorf("unknown flow compression %q (allowed: zstd, arrow-zstd, arrow-lz4, none)", s)
+}
+
+// Encoder turns batches of flows into self-contained Arrow IPC streams
+// (schema, dictionaries, one record batch, end of stream), optionally
+// compressed (see Compression). It reuses one Builder and one compressor
+// between calls. An Encoder is not safe for concurrent use.
+type Encoder struct {
+	b    *Builder
+	buf  bytes.Buffer
+	opts []ipc.Option
+	zenc *zstd.Encoder
+}
+
+// NewEncoder returns an Encoder using compression c.
+func NewEncoder(c Compression) *Encoder {
+	e := &Encoder{b: NewBuilder(), opts: []ipc.Option{ipc.WithSchema(schema)}}
+	switch c {
+	case CompressionFrameZstd:
+		// Errors only come from invalid options.
+		e.zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
+			zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(4<<20), zstd.WithZeroFrames(true))
+	case CompressionBufferZstd:
+		e.opts = append(e.opts, ipc.WithZstd())
+	case CompressionBufferLZ4:
+		e.opts = append(e.opts, ipc.WithLZ4())
+	}
+	return e
+}
+
+// Encode appends to dst the IPC stream of flows travelling in batch id and
+// returns the extended slice.
+func (e *Encoder) Encode(dst []byte, id flow.BatchID, flows []flow.Pseudo) ([]byte, error) {
+	e.b.Reset()
+	for i := range flows {
+		e.b.Append(id, &flows[i])
+	}
+	rec := e.b.Record()
+	defer rec.Release()
+	return e.EncodeRecord(dst, rec)
+}
+
+// EncodeRecord appends to dst the IPC stream of rec (a record of Schema())
+// and returns the extended slice.
+func (e *Encoder) EncodeRecord(dst []byte, rec arrow.Record) ([]byte, error) {
+	e.buf.Reset()
+	w := ipc.NewWriter(&e.buf, e.opts...)
+	if err := w.Write(rec); err != nil {
+		_ = w.Close()
+		return dst, fmt.Errorf("write arrow record: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return dst, fmt.Errorf("close arrow stream: %w", err)
+	}
+	if e.zenc != nil {
+		return e.zenc.EncodeAll(e.buf.Bytes(), dst), nil
+	}
+	return append(dst, e.buf.Bytes()...), nil
+}
+
+// ErrTooLarge is returned by Decoder.Decode when a stream asks for more
+// memory than the decoder's limit.
+var ErrTooLarge = errors.New("arrow stream exceeds the decoder's memory limit")
+
+// Decoder reads IPC streams written by Encoder back into flows. It never
+// panics on malformed input: corrupt streams, streams of another schema and
+// streams asking for more than the memory limit are errors. A Decoder is
+// safe for concurrent use.
+type Decoder struct {
+	limit int64
+	zdec  *zstd.Decoder
+}
+
+// NewDecoder returns a Decoder that refuses streams needing more than
+// maxBytes of Arrow memory (after decompression); 0 means 1 GiB.
+func NewDecoder(maxBytes int64) *Decoder {
+	if maxBytes <= 0 {
+		maxBytes = 1 << 30
+	}
+	// Errors only come from invalid options.
+	zdec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(maxBytes)))
+	return &Decoder{limit: maxBytes, zdec: zdec}
+}
+
+// Decode appends the flows of the IPC stream payload to dst and returns the
+// extended slice and the batch ID of the stream's first row (the Encoder
+// writes one batch ID per stream). On error dst is returned unchanged.
+func (d *Decoder) Decode(dst []flow.Pseudo, payload []byte) (out []flow.Pseudo, id flow.BatchID, err error) {
+	start := len(dst)
+	defer func() {
+		if r := recover(); r != nil {
+			out, id = dst[:start], flow.BatchID{}
+			if r == errLimit {
+				err = ErrTooLarge
+				return
+			}
+			err = fmt.Errorf("corrupt arrow stream: %v", r)
+		}
+	}()
+	if bytes.HasPrefix(payload, zstdMagic) {
+		raw, err := d.zdec.DecodeAll(payload, make([]byte, 0, 4*len(payload)))
+		if err != nil {
+			return dst, id, fmt.Errorf("decompress zstd frame: %w", err)
+		}
+		payload = raw
+	}
+	// Arrow's schema reader trusts the counts in the schema message and can
+	// exhaust memory on a corrupt one (not a recoverable panic), so the
+	// schema message must be the one this package writes, byte for byte.
+	if !bytes.HasPrefix(payload, schemaMessage()) {
+		return dst, id, ErrSchemaMismatch
+	}
+	mem := &limitAllocator{limit: d.limit}
+	r, err := ipc.NewReader(bytes.NewReader(payload), ipc.WithAllocator(mem))
+	if err != nil {
+		return dst, id, fmt.Errorf("read arrow stream: %w", err)
+	}
+	defer r.Release()
+	if err := CheckSchema(r.Schema()); err != nil {
+		return dst, id, err
+	}
+	out = dst
+	first := true
+	for r.Next() {
+		rec := r.Record()
+		if first && rec.NumRows() > 0 {
+			ids, err := AppendBatchIDs(nil, rec.NewSlice(0, 1))
+			if err != nil {
+				return dst, id, err
+			}
+			id, first = ids[0], false
+		}
+		if out, err = AppendFlows(out, rec); err != nil {
+			return dst, flow.BatchID{}, err
+		}
+	}
+	if err := r.Err(); err != nil {
+		return dst, flow.BatchID{}, fmt.Errorf("read arrow stream: %w", err)
+	}
+	return out, id, nil
+}
+
+// zstdMagic starts every zstd frame.
+var zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+
+// ErrSchemaMismatch is returned by Decoder.Decode when a stream does not
+// start with the schema message of this package's Schema(): another schema,
+// another schema version, or a corrupt stream.
+var ErrSchemaMismatch = errors.New("arrow stream does not start with the ccflow flow schema")
+
+// schemaMessage returns the encapsulated IPC schema message (continuation
+// marker, length, flatbuffer) that starts every stream of Schema().
+var schemaMessage = sync.OnceValue(func() []byte {
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(schema))
+	if err := w.Close(); err != nil {
+		panic(err)
+	}
+	b := buf.Bytes()
+	n := 8 + int(binary.LittleEndian.Uint32(b[4:8]))
+	return append([]byte(nil), b[:n]...)
+})
+
+// errLimit is the panic value of limitAllocator (recovered by Decode).
+var errLimit = errors.New("allocation limit")
+
+// limitAllocator is a Go allocator that panics with errLimit when the
+// bytes allocated exceed limit; Decode recovers.
+type limitAllocator struct {
+	used  atomic.Int64
+	limit int64
+}
+
+var _ memory.Allocator = (*limitAllocator)(nil)
+
+func (a *limitAllocator) Allocate(size int) []byte {
+	if size < 0 || a.used.Add(int64(size)) > a.limit {
+		panic(errLimit)
+	}
+	return memory.DefaultAllocator.Allocate(size)
+}
+
+func (a *limitAllocator) Reallocate(size int, b []byte) []byte {
+	if size < 0 || a.used.Add(int64(size-len(b))) > a.limit {
+		panic(errLimit)
+	}
+	return memory.DefaultAllocator.Reallocate(size, b)
+}
+
+func (a *limitAllocator) Free(b []byte) { memory.DefaultAllocator.Free(b) }

@@ -1,0 +1,302 @@
+package flowarrow
+
+import (
+	"bufio"
+	"encoding/binary"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow/go/v15/arrow"
+	"github.com/ccflow/ccflow/flow"
+	"github.com/ccflow/ccflow/flow/flowtest"
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestSchemaMatchesDoc pins the schema to the column table of
+// docs/schema.md: same names, same order, same Arrow types.
+func TestSchemaMatchesDoc(t *testing.T) {
+	f, err := os.Open(filepath.Join("..", "..", "docs", "schema.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	type col struct{ Name, Type string }
+	var doc []col
+	sc := bufio.NewScanner(f)
+	inFlows := false
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "| column |") {
+			inFlows = true
+			continue
+		}
+		if inFlows && !strings.HasPrefix(line, "|") {
+			break
+		}
+		if !inFlows || strings.HasPrefix(line, "|---") {
+			continue
+		}
+		cells := strings.Split(line, "|")
+		doc = append(doc, col{strings.Trim(strings.TrimSpace(cells[1]), "`"), strings.TrimSpace(cells[3])})
+	}
+	var got []col
+	for _, f := range Schema().Fields() {
+		got = append(got, col{f.Name, docType(f.Type)})
+	}
+	if diff := cmp.Diff(got, doc); diff != "" {
+		t.Errorf("schema differs from docs/schema.md (-code +doc):\n%s", diff)
+	}
+}
+
+// docType writes an Arrow type the way docs/schema.md does.
+func docType(t arrow.DataType) string {
+	switch t := t.(type) {
+	case *arrow.TimestampType:
+		return "timestamp[" + t.Unit.String() + ", " + t.TimeZone + "]"
+	case *arrow.DictionaryType:
+		return "dictionary<" + t.ValueType.String() + ">"
+	}
+	return t.String()
+}
+
+func TestSchemaVersionInMetadata(t *testing.T) {
+	v, ok := Schema().Metadata().GetValue(MetadataVersionKey)
+	if !ok || v != "1" {
+		t.Errorf("metadata %s = %q, %v; want \"1\"", MetadataVersionKey, v, ok)
+	}
+	if err := CheckSchema(Schema()); err != nil {
+		t.Error(err)
+	}
+}
+
+// Flows returns n realistic pseudonymized flows (deterministic for seed):
+// a few thousand subscribers talking to a skewed set of remote endpoints.
+func testFlows(seed uint64, n int) []flow.Pseudo {
+	r := rand.New(rand.NewPCG(seed, 1))
+	orgs := []string{"", "GOOGLE", "AMAZON-02", "CLOUDFLARENET", "HETZNER-AS", "OVH SAS"}
+	countries := []string{"", "US", "DE", "FR", "NL", "RU"}
+	providers := []string{"", "cloud", "cdn", "push"}
+	intel := []string{"", "", "", "", "", "", "", "", "", "feodo", "feodo,sslbl"}
+	out := make([]flow.Pseudo, n)
+	base := int64(1_760_000_000_000)
+	for i := range out {
+		var sub flow.Pseudonym
+		binary.BigEndian.PutUint64(sub[:], uint64(r.IntN(5000))*0x9e3779b97f4a7c15)
+		binary.BigEndian.PutUint64(sub[8:], uint64(r.IntN(5000))*0xc2b2ae3d27d4eb4f)
+		remote := netip.AddrFrom4([4]byte{byte(20 + r.IntN(200)), byte(r.IntN(256)), byte(r.IntN(256)), byte(r.IntN(256))})
+		start := base + int64(i)*3 + int64(r.IntN(50))
+		a := r.IntN(len(orgs))
+		out[i] = flow.Pseudo{
+			TimeStartMs:   start,
+			TimeEndMs:     start + int64(r.IntN(60000)),
+			Protocol:      flow.ProtocolIPFIX,
+			Exporter:      flow.AddrFrom(netip.MustParseAddr("192.0.2.1")),
+			ObsDomain:     1,
+			InIf:          uint32(1 + r.IntN(4)),
+			OutIf:         uint32(1 + r.IntN(4)),
+			Kind:          flow.KindSubscriber,
+			Direction:     flow.Dir(1 + r.IntN(2)),
+			Epoch:         2900,
+			Sub:           sub,
+			SubPort:       uint16(32768 + r.IntN(28000)),
+			Remote:        flow.AddrFrom(remote),
+			RemotePort:    []uint16{443, 80, 53, 8080, 123}[r.IntN(5)],
+			Proto:         []uint8{6, 6, 6, 17}[r.IntN(4)],
+			TCPFlags:      0x1b,
+			Bytes:         uint64(40 + r.IntN(100000)),
+			Packets:       uint64(1 + r.IntN(100)),
+			SamplingRate:  1,
+			RemoteASN:     uint32(a * 1000),
+			RemoteASOrg:   orgs[a],
+			RemoteCountry: countries[a],
+			Provider:      providers[a%len(providers)],
+			Intel:         intel[r.IntN(len(intel))],
+			ExporterName:  "edge1",
+			InIfName:      "xe-0/0/1",
+			OutIfName:     "xe-0/0/2",
+		}
+	}
+	// Some other kinds.
+	if n > 3 {
+		out[1].Kind, out[1].Peer, out[1].PeerPort, out[1].Remote, out[1].RemotePort = flow.KindBoth, flow.Pseudonym{9}, 22, flow.Addr{}, 0
+		out[2].Kind, out[2].Sub, out[2].Direction = flow.KindTransit, flow.Pseudonym{}, flow.DirUnknown
+		out[2].TransitSrc, out[2].TransitSrcPort = flow.AddrFrom(netip.MustParseAddr("2001:db8::1")), 4444
+		out[3].Protocol = flow.ProtocolSFlow5
+	}
+	return out
+}
+
+func TestRoundTrip(t *testing.T) {
+	id := flow.BatchID{1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 9}
+	tests := []struct {
+		name  string
+		flows []flow.Pseudo
+		comp  Compression
+	}{
+		{"empty", nil, CompressionFrameZstd},
+		{"one", testFlows(1, 1), CompressionFrameZstd},
+		{"many zstd frame", testFlows(2, 5000), CompressionFrameZstd},
+		{"many arrow zstd", testFlows(2, 3000), CompressionBufferZstd},
+		{"many lz4", testFlows(3, 5000), CompressionBufferLZ4},
+		{"many none", testFlows(4, 100), CompressionNone},
+	}
+	enc := NewEncoder(CompressionFrameZstd)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			enc := enc
+			if tt.comp != CompressionFrameZstd {
+				enc = NewEncoder(tt.comp)
+			}
+			payload, err := enc.Encode(nil, id, tt.flows)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, gotID, err := NewDecoder(0).Decode(nil, payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(tt.flows) > 0 && gotID != id {
+				t.Errorf("batch id = %v, want %v", gotID, id)
+			}
+			if diff := cmp.Diff(tt.flows, got); diff != "" && len(tt.flows) > 0 {
+				t.Errorf("round trip (-want +got):\n%s", diff)
+			}
+			if len(got) != len(tt.flows) {
+				t.Errorf("got %d flows, want %d", len(got), len(tt.flows))
+			}
+		})
+	}
+}
+
+// TestBuilderReuse checks that a builder reused across batches of
+// different sizes gives each batch back exactly.
+func TestBuilderReuse(t *testing.T) {
+	b := NewBuilder()
+	for i, n := range []int{100, 7, 300, 0, 50} {
+		flows := testFlows(uint64(i+10), n)
+		b.Reset()
+		b.AppendBatch(flow.Batch{ID: flow.BatchID{byte(i)}, Flows: flows})
+		rec := b.Record()
+		got, err := AppendFlows(nil, rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, err := AppendBatchIDs(nil, rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec.Release()
+		if len(got) != n || (n > 0 && !cmp.Equal(got, flows)) {
+			t.Errorf("batch %d: round trip differs: %s", i, cmp.Diff(flows, got))
+		}
+		for _, id := range ids {
+			if id != (flow.BatchID{byte(i)}) {
+				t.Fatalf("batch %d: batch id %v", i, id)
+			}
+		}
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	for _, c := range []Compression{CompressionNone, CompressionFrameZstd, CompressionBufferLZ4} {
+		payload, err := NewEncoder(c).Encode(nil, flow.BatchID{1}, testFlows(5, 1000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := NewDecoder(64 << 20)
+		// Every truncation and many bit flips: an error or the right count,
+		// never a panic or a runaway allocation.
+		for cut := 0; cut < len(payload); cut += 1 + cut/16 {
+			if got, _, err := d.Decode(nil, payload[:cut]); err == nil && len(got) != 1000 && len(got) != 0 {
+				t.Fatalf("compression %d: truncated at %d: %d flows, no error", c, cut, len(got))
+			}
+		}
+		r := rand.New(rand.NewPCG(1, 2))
+		for i := 0; i < 2000; i++ {
+			bad := append([]byte(nil), payload...)
+			for j := 0; j < 1+r.IntN(4); j++ {
+				bad[r.IntN(len(bad))] ^= byte(1 << r.IntN(8))
+			}
+			_, _, _ = d.Decode(nil, bad)
+		}
+		if _, _, err := NewDecoder(1000).Decode(nil, payload); err == nil {
+			t.Errorf("compression %d: decoder with a 1000-byte limit accepted a large stream", c)
+		}
+	}
+	if _, _, err := NewDecoder(0).Decode(nil, []byte("not arrow at all")); err == nil {
+		t.Error("garbage accepted")
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, c := range []Compression{CompressionNone, CompressionFrameZstd} {
+		payload, err := NewEncoder(c).Encode(nil, flow.BatchID{1}, testFlows(6, 20))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(payload)
+	}
+	f.Add([]byte{})
+	d := NewDecoder(64 << 20)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _, _ = d.Decode(nil, b)
+	})
+}
+
+func BenchmarkEncode(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		comp Compression
+		n    int
+	}{{"zstd/8k", CompressionFrameZstd, 8192}, {"zstd/32k", CompressionFrameZstd, 32768}, {"arrow-zstd/8k", CompressionBufferZstd, 8192}, {"arrow-lz4/8k", CompressionBufferLZ4, 8192}} {
+		b.Run(c.name, func(b *testing.B) {
+			flows := flowtest.Flows(7, c.n)
+			enc := NewEncoder(c.comp)
+			var buf []byte
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				var err error
+				if buf, err = enc.Encode(buf[:0], flow.BatchID{1}, flows); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(len(buf))/float64(c.n), "B/flow")
+			b.ReportMetric(float64(b.N*c.n)/b.Elapsed().Seconds(), "flows/s")
+		})
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	flows := flowtest.Flows(8, 8192)
+	payload, err := NewEncoder(CompressionFrameZstd).Encode(nil, flow.BatchID{1}, flows)
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := NewDecoder(0)
+	var out []flow.Pseudo
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if out, _, err = d.Decode(out[:0], payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(flows))/b.Elapsed().Seconds(), "flows/s")
+}
+
+func BenchmarkBuild(b *testing.B) {
+	flows := flowtest.Flows(9, 8192)
+	bl := NewBuilder()
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		bl.Reset()
+		for j := range flows {
+			bl.Append(flow.BatchID{1}, &flows[j])
+		}
+		bl.Record().Release()
+	}
+	b.ReportMetric(float64(b.N*len(flows))/b.Elapsed().Seconds(), "flows/s")
+}
