@@ -6,7 +6,7 @@ FUZZTIME ?= 60s
 FUZZTIME_TEST ?= 3s
 BENCHTIME ?= 1s
 
-.PHONY: all build test unit fuzz fuzz-short bench lint fmt docs clean
+.PHONY: all build test unit fuzz fuzz-short bench lint fmt docs clean kafka-up kafka-down
 
 all: build
 
@@ -42,6 +42,14 @@ bench:
 # Regenerate the configuration reference and the sample configuration.
 docs:
 	$(GO) test ./cmd/ccflow -run 'TestConfigDocs' -update
+
+# A real Kafka broker for tests (scripts/kafka.sh): the last line printed is
+# KAFKA_ADDR=host:port; use it as CCFLOW_TEST_KAFKA.
+kafka-up:
+	@./scripts/kafka.sh up
+
+kafka-down:
+	@./scripts/kafka.sh down
 
 clean:
 	rm -rf bin
