@@ -1,0 +1,252 @@
+package sim
+
+import (
+	"encoding/binary"
+	"math"
+)
+
+// NetFlow v9 layout (RFC 3954). Template 256 carries IPv4 flows, 257 IPv6
+// flows, 258 is the options template announcing the sampling interval.
+const (
+	nf9HeaderLen  = 20
+	nf9Rec4Len    = 39
+	nf9Rec6Len    = 63
+	nf9Template4  = 256
+	nf9Template6  = 257
+	nf9OptionsTID = 258
+)
+
+// nf9Fields4 and nf9Fields6 are the data template fields (type, length).
+var (
+	nf9Fields4 = [][2]uint16{
+		{22, 4}, // FIRST_SWITCHED, ms of sysUptime
+		{21, 4}, // LAST_SWITCHED
+		{8, 4},  // IPV4_SRC_ADDR
+		{12, 4}, // IPV4_DST_ADDR
+		{7, 2},  // L4_SRC_PORT
+		{11, 2}, // L4_DST_PORT
+		{4, 1},  // PROTOCOL
+		{6, 1},  // TCP_FLAGS
+		{1, 4},  // IN_BYTES
+		{2, 4},  // IN_PKTS
+		{10, 4}, // INPUT_SNMP
+		{14, 4}, // OUTPUT_SNMP
+		{61, 1}, // DIRECTION (0 ingress)
+	}
+	nf9Fields6 = [][2]uint16{
+		{22, 4}, {21, 4},
+		{27, 16}, // IPV6_SRC_ADDR
+		{28, 16}, // IPV6_DST_ADDR
+		{7, 2}, {11, 2}, {4, 1}, {6, 1}, {1, 4}, {2, 4}, {10, 4}, {14, 4}, {61, 1},
+	}
+)
+
+// NetFlow9Encoder encodes Records as NetFlow v9 export packets: a template
+// flowset with an IPv4 template (256) and an IPv6 template (257) first and
+// then every TemplateRefresh packets or TemplateInterval of event time; with
+// sampling, an options template (258, scope System) and options data with
+// SAMPLING_INTERVAL (34) and SAMPLING_ALGORITHM (35, 2 = random) alongside.
+// Data records carry FIRST_SWITCHED/LAST_SWITCHED (ms of sysUptime),
+// addresses, ports, protocol, TCP flags, IN_BYTES/IN_PKTS (4 bytes each,
+// saturating), INPUT_SNMP/OUTPUT_SNMP (4 bytes) and DIRECTION.
+//
+// The header's sysUptime and unix_secs describe the same instant, the export
+// time; when it is a whole second (Run always exports on whole seconds),
+// unix_secs*1000 - sysUptime is the boot time exactly, so a collector
+// recovers every record's times to the millisecond. Records must not start
+// before BootMs; sysUptime wraps after 49.7 days, as on a router.
+type NetFlow9Encoder struct {
+	cfg      EncoderConfig
+	sampler  *Sampler
+	clock    templateClock
+	seq      uint32
+	tmpl     []byte // template flowset + options template + options data
+	tmplRecs uint16
+	tmp      Record
+}
+
+var _ Encoder = (*NetFlow9Encoder)(nil)
+
+// NewNetFlow9Encoder returns a NetFlow v9 encoder.
+func NewNetFlow9Encoder(cfg EncoderConfig) (*NetFlow9Encoder, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	e := &NetFlow9Encoder{cfg: c, sampler: NewSampler(c.Sampling, c.Seed)}
+	e.clock = templateClock{every: c.TemplateRefresh, interval: c.TemplateInterval.Milliseconds()}
+	e.buildTemplates()
+	return e, nil
+}
+
+// Format returns FormatNetFlow9.
+func (e *NetFlow9Encoder) Format() Format { return FormatNetFlow9 }
+
+// Pending always reports false: NetFlow v9 records never span datagrams.
+func (e *NetFlow9Encoder) Pending() bool { return false }
+
+// Sampler returns the encoder's packet sampler.
+func (e *NetFlow9Encoder) Sampler() *Sampler { return e.sampler }
+
+func (e *NetFlow9Encoder) buildTemplates() {
+	be := binary.BigEndian
+	b := make([]byte, 0, 256)
+	// Template flowset (id 0).
+	start := len(b)
+	b = be.AppendUint16(b, 0)
+	b = be.AppendUint16(b, 0)
+	for _, t := range []struct {
+		id     uint16
+		fields [][2]uint16
+	}{{nf9Template4, nf9Fields4}, {nf9Template6, nf9Fields6}} {
+		b = be.AppendUint16(b, t.id)
+		b = be.AppendUint16(b, uint16(len(t.fields)))
+		for _, f := range t.fields {
+			b = be.AppendUint16(b, f[0])
+			b = be.AppendUint16(b, f[1])
+		}
+	}
+	be.PutUint16(b[start+2:], uint16(len(b)-start))
+	e.tmplRecs = 2
+	if e.sampler.Rate() > 1 {
+		// Options template flowset (id 1): scope System (1), options
+		// SAMPLING_INTERVAL (34) and SAMPLING_ALGORITHM (35).
+		start = len(b)
+		b = be.AppendUint16(b, 1)
+		b = be.AppendUint16(b, 0)
+		b = be.AppendUint16(b, nf9OptionsTID)
+		b = be.AppendUint16(b, 4) // option scope length, bytes
+		b = be.AppendUint16(b, 8) // option length, bytes
+		b = be.AppendUint16(b, 1) // scope: System
+		b = be.AppendUint16(b, 4)
+		b = be.AppendUint16(b, 34)
+		b = be.AppendUint16(b, 4)
+		b = be.AppendUint16(b, 35)
+		b = be.AppendUint16(b, 1)
+		for (len(b)-start)%4 != 0 {
+			b = append(b, 0)
+		}
+		be.PutUint16(b[start+2:], uint16(len(b)-start))
+		// Options data flowset.
+		start = len(b)
+		b = be.AppendUint16(b, nf9OptionsTID)
+		b = be.AppendUint16(b, 0)
+		b = be.AppendUint32(b, e.cfg.ObservationDomain)
+		b = be.AppendUint32(b, e.sampler.Rate())
+		b = append(b, 2) // random sampling
+		for (len(b)-start)%4 != 0 {
+			b = append(b, 0)
+		}
+		be.PutUint16(b[start+2:], uint16(len(b)-start))
+		e.tmplRecs += 2
+	}
+	e.tmpl = b
+}
+
+func sat32(v uint64) uint32 {
+	if v > math.MaxUint32 {
+		return math.MaxUint32
+	}
+	return uint32(v)
+}
+
+// Encode builds one NetFlow v9 export packet; see Encoder.
+func (e *NetFlow9Encoder) Encode(dst []byte, recs []Record, exportMs int64) ([]byte, int, int) {
+	be := binary.BigEndian
+	if e.cfg.BootMs == 0 {
+		e.cfg.BootMs = exportMs - 3600_000
+	}
+	boot := e.cfg.BootMs
+	limit := e.cfg.MaxDatagram
+	b := grow(dst, limit)
+	off := nf9HeaderLen
+	count := 0
+	withTmpl := e.clock.due(exportMs)
+	if withTmpl {
+		off += copy(b[off:], e.tmpl)
+		count += int(e.tmplRecs)
+	}
+	setStart, setID := -1, uint16(0)
+	flows, i := 0, 0
+	closeSet := func() {
+		if setStart < 0 {
+			return
+		}
+		for (off-setStart)%4 != 0 {
+			b[off] = 0
+			off++
+		}
+		be.PutUint16(b[setStart+2:], uint16(off-setStart))
+		setStart = -1
+	}
+	for ; i < len(recs); i++ {
+		r := &recs[i]
+		id, size := uint16(nf9Template4), nf9Rec4Len
+		if r.Is6() {
+			id, size = nf9Template6, nf9Rec6Len
+		}
+		need := size + 3 // record + worst-case padding of its set
+		if setStart < 0 || setID != id {
+			need += 4 + 3 // a new set header, and padding of the set it closes
+		}
+		if off+need > limit {
+			break
+		}
+		if e.sampler.Sample(r, &e.tmp) == 0 {
+			continue
+		}
+		if setStart < 0 || setID != id {
+			closeSet()
+			setStart, setID = off, id
+			be.PutUint16(b[off:], id)
+			off += 4
+		}
+		s := &e.tmp
+		p := b[off : off+size]
+		be.PutUint32(p[0:], uint32(s.StartMs-boot))
+		be.PutUint32(p[4:], uint32(s.EndMs-boot))
+		var q []byte
+		if id == nf9Template4 {
+			a, d := s.Src.As4(), s.Dst.As4()
+			copy(p[8:12], a[:])
+			copy(p[12:16], d[:])
+			q = p[16:]
+		} else {
+			a, d := s.Src.As16(), s.Dst.As16()
+			copy(p[8:24], a[:])
+			copy(p[24:40], d[:])
+			q = p[40:]
+		}
+		be.PutUint16(q[0:], s.SrcPort)
+		be.PutUint16(q[2:], s.DstPort)
+		q[4] = s.Proto
+		q[5] = s.TCPFlags
+		be.PutUint32(q[6:], sat32(s.Bytes))
+		be.PutUint32(q[10:], sat32(s.Packets))
+		be.PutUint32(q[14:], s.InIf)
+		be.PutUint32(q[18:], s.OutIf)
+		q[22] = 0 // ingress
+		off += size
+		flows++
+		count++
+		if e.cfg.Trace != nil {
+			e.cfg.Trace(s)
+		}
+	}
+	closeSet()
+	if flows == 0 && !withTmpl {
+		return b[:0], i, 0
+	}
+	if withTmpl {
+		e.clock.mark(exportMs)
+	}
+	e.clock.sinceLast++
+	be.PutUint16(b[0:], 9)
+	be.PutUint16(b[2:], uint16(count))
+	be.PutUint32(b[4:], uint32(exportMs-boot))
+	be.PutUint32(b[8:], uint32(exportMs/1000))
+	be.PutUint32(b[12:], e.seq)
+	be.PutUint32(b[16:], e.cfg.ObservationDomain)
+	e.seq++
+	return b[:off], i, flows
+}
