@@ -153,10 +153,8 @@ func parseEntry(s string) (netip.Prefix, error) {
 		}
 		p = netip.PrefixFrom(a, a.BitLen())
 	}
+	// Masked prefixes shorter than /96 never keep the ::ffff: bits.
 	if a := p.Addr(); a.Is4In6() {
-		if p.Bits() < 96 {
-			return p, fmt.Errorf("%q covers more than the IPv4-mapped range", s)
-		}
 		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 	}
 	return p, nil
