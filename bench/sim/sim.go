@@ -495,6 +495,12 @@ func (s *Simulator) session(t int64, i int32) {
 			}
 		}
 		s.web(at, sub, i, dst, svc)
+		if svc.Proto == ProtoTCP && r.IntN(3) == 0 {
+			// Browsers open parallel connections to the same server.
+			for k := 1 + r.IntN(4); k > 0; k-- {
+				s.web(at+int64(1+r.IntN(50)), sub, i, dst, svc)
+			}
+		}
 		at += 1 + int64(r.ExpFloat64()*300)
 	}
 }
