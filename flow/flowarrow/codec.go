@@ -95,6 +95,19 @@ func (e *Encoder) Encode(dst []byte, id flow.BatchID, flows []flow.Pseudo) ([]by
 	return e.EncodeRecord(dst, rec)
 }
 
+// EncodeSelected is Encode for the flows flows[i] for i in sel, in that
+// order (a producer splitting a batch by partition uses it to avoid
+// copying flows).
+func (e *Encoder) EncodeSelected(dst []byte, id flow.BatchID, flows []flow.Pseudo, sel []int32) ([]byte, error) {
+	e.b.Reset()
+	for _, i := range sel {
+		e.b.Append(id, &flows[i])
+	}
+	rec := e.b.Record()
+	defer rec.Release()
+	return e.EncodeRecord(dst, rec)
+}
+
 // EncodeRecord appends to dst the IPC stream of rec (a record of Schema())
 // and returns the extended slice.
 func (e *Encoder) EncodeRecord(dst []byte, rec arrow.Record) ([]byte, error) {
