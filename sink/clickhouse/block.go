@@ -13,6 +13,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/ccflow/ccflow/flow"
+	"github.com/ccflow/ccflow/sink/table"
 )
 
 // Block is one insert: rows of one table under one deduplication token.
@@ -65,20 +66,20 @@ func NewConnInserter(conn driver.Conn) *ConnInserter { return &ConnInserter{conn
 // materialized views fed by the table.
 func InsertSettings(token string) clickhouse.Settings {
 	return clickhouse.Settings{
-		"insert_deduplicate":         1,
-		"insert_deduplication_token": token,
+		"insert_deduplicate":                                 1,
+		"insert_deduplication_token":                         token,
 		"deduplicate_blocks_in_dependent_materialized_views": 1,
 	}
 }
 
 // InsertQuery returns the INSERT statement of table, naming its columns.
-func InsertQuery(table string) string {
-	cols := TableColumns[table]
+func InsertQuery(tbl string) string {
+	cols := table.Columns[tbl]
 	names := make([]string, len(cols))
 	for i, c := range cols {
 		names[i] = c.Name
 	}
-	return "INSERT INTO " + table + " (" + strings.Join(names, ", ") + ")"
+	return "INSERT INTO " + tbl + " (" + strings.Join(names, ", ") + ")"
 }
 
 // Insert sends b as one native batch.
@@ -90,7 +91,7 @@ func (ci *ConnInserter) Insert(ctx context.Context, b *Block) error {
 	}
 	defer batch.Abort() //nolint:errcheck // no-op after Send
 	switch b.Table {
-	case TableFlows:
+	case table.Flows:
 		i := 0
 		for _, run := range b.FlowIDs {
 			for j := 0; j < run.N; j++ {
@@ -100,15 +101,15 @@ func (ci *ConnInserter) Insert(ctx context.Context, b *Block) error {
 				i++
 			}
 		}
-	case TablePairs:
+	case table.Pairs:
 		for i := range b.Pairs {
-			if err := batch.Append(pairRow(&b.Pairs[i])...); err != nil {
+			if err := batch.Append(table.PairValues(&b.Pairs[i])...); err != nil {
 				return fmt.Errorf("append to %s: %w", b.Table, err)
 			}
 		}
-	case TableCandidates:
+	case table.Candidates:
 		for i := range b.Candidates {
-			if err := batch.Append(candidateRow(&b.Candidates[i])...); err != nil {
+			if err := batch.Append(table.CandidateValues(&b.Candidates[i])...); err != nil {
 				return fmt.Errorf("append to %s: %w", b.Table, err)
 			}
 		}

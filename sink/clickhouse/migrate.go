@@ -47,7 +47,9 @@ type SchemaParams struct {
 }
 
 // Params returns the schema parameters of c.
-func (c Config) Params() SchemaParams { return SchemaParams{FlowsTTL: c.FlowsTTL, PairsTTL: c.PairsTTL} }
+func (c Config) Params() SchemaParams {
+	return SchemaParams{FlowsTTL: c.FlowsTTL, PairsTTL: c.PairsTTL}
+}
 
 // ttlClause renders a TTL clause for expr (a DateTime expression), or
 // nothing when d is 0.

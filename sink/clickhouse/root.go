@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccflow/ccflow/flow"
+	"github.com/ccflow/ccflow/sink/table"
 )
 
 // ErrStopped is returned by a Write after Stop.
@@ -130,7 +131,7 @@ func (w *Writer) WriteFlows(ctx context.Context, b flow.Batch) error {
 	if len(b.Flows) == 0 {
 		return nil
 	}
-	return w.write(ctx, TableFlows, len(b.Flows), func(blk *Block) {
+	return w.write(ctx, table.Flows, len(b.Flows), func(blk *Block) {
 		blk.Flows = append(blk.Flows, b.Flows...)
 		if n := len(blk.FlowIDs); n > 0 && blk.FlowIDs[n-1].ID == b.ID {
 			blk.FlowIDs[n-1].N += len(b.Flows)
@@ -145,7 +146,7 @@ func (w *Writer) WritePairs(ctx context.Context, pairs []flow.PairScore) error {
 	if len(pairs) == 0 {
 		return nil
 	}
-	return w.write(ctx, TablePairs, len(pairs), func(blk *Block) { blk.Pairs = append(blk.Pairs, pairs...) })
+	return w.write(ctx, table.Pairs, len(pairs), func(blk *Block) { blk.Pairs = append(blk.Pairs, pairs...) })
 }
 
 // WriteCandidates implements sink.Writer.
@@ -153,7 +154,7 @@ func (w *Writer) WriteCandidates(ctx context.Context, cands []flow.Candidate) er
 	if len(cands) == 0 {
 		return nil
 	}
-	return w.write(ctx, TableCandidates, len(cands), func(blk *Block) {
+	return w.write(ctx, table.Candidates, len(cands), func(blk *Block) {
 		for _, c := range cands {
 			c.Intel = append([]string(nil), c.Intel...)
 			blk.Candidates = append(blk.Candidates, c)
@@ -161,7 +162,7 @@ func (w *Writer) WriteCandidates(ctx context.Context, cands []flow.Candidate) er
 	})
 }
 
-func (w *Writer) write(ctx context.Context, table string, n int, add func(*Block)) error {
+func (w *Writer) write(ctx context.Context, tbl string, n int, add func(*Block)) error {
 	w.mu.Lock()
 	for {
 		if w.stopping {
@@ -181,17 +182,17 @@ func (w *Writer) write(ctx context.Context, table string, n int, add func(*Block
 		}
 		w.mu.Lock()
 	}
-	blk := w.bufs[table]
+	blk := w.bufs[tbl]
 	if blk == nil {
-		blk = &Block{Table: table, Created: time.Now()}
-		w.bufs[table] = blk
+		blk = &Block{Table: tbl, Created: time.Now()}
+		w.bufs[tbl] = blk
 	}
 	add(blk)
 	w.memRows += n
 	w.m.buffered.Set(float64(w.memRows))
 	cut := blk.Rows() >= w.cfg.BatchRows
 	if cut {
-		w.cutLocked(table)
+		w.cutLocked(tbl)
 	}
 	w.mu.Unlock()
 	if cut {
@@ -208,12 +209,12 @@ func (w *Writer) kick() {
 }
 
 // cutLocked turns a table's buffer into a queued block with its token.
-func (w *Writer) cutLocked(table string) {
-	blk := w.bufs[table]
+func (w *Writer) cutLocked(tbl string) {
+	blk := w.bufs[tbl]
 	if blk == nil || blk.Rows() == 0 {
 		return
 	}
-	delete(w.bufs, table)
+	delete(w.bufs, tbl)
 	w.seq++
 	blk.Token = w.token(blk)
 	w.queue = append(w.queue, blk)
@@ -225,7 +226,7 @@ func (w *Writer) cutLocked(table string) {
 // the writer instance and a sequence number.
 func (w *Writer) token(b *Block) string {
 	inst := fmt.Sprintf("ccflow-%s-%d", w.instance, w.seq)
-	if b.Table != TableFlows {
+	if b.Table != table.Flows {
 		return inst
 	}
 	h := sha256.New()
@@ -470,11 +471,11 @@ func (w *Writer) loadSpill() error {
 			continue
 		}
 		parts := strings.SplitN(name, "-", 3)
-		table := ""
+		tbl := ""
 		if len(parts) == 3 {
-			table = parts[1]
+			tbl = parts[1]
 		}
-		files = append(files, spillFile{path: filepath.Join(w.cfg.SpillDir, name), table: table, size: info.Size(), created: info.ModTime()})
+		files = append(files, spillFile{path: filepath.Join(w.cfg.SpillDir, name), table: tbl, size: info.Size(), created: info.ModTime()})
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].path < files[j].path })
 	w.mu.Lock()
@@ -509,7 +510,7 @@ func (w *Writer) updateGaugesLocked() {
 	for _, f := range w.spill {
 		see(f.table, f.created)
 	}
-	for _, t := range []string{TableFlows, TablePairs, TableCandidates} {
+	for _, t := range []string{table.Flows, table.Pairs, table.Candidates} {
 		if c, ok := oldest[t]; ok {
 			w.m.lag.WithLabelValues(t).Set(now.Sub(c).Seconds())
 		} else {

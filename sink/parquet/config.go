@@ -23,6 +23,8 @@ type Config struct {
 	// RetryInitial and RetryMax bound the backoff of failed file writes.
 	RetryInitial time.Duration `yaml:"retry_initial" doc:"First wait before retrying a failed file write; it doubles up to retry_max."`
 	RetryMax     time.Duration `yaml:"retry_max" doc:"Longest wait between file write retries."`
+	// StopTimeout bounds how long Stop retries a failing disk.
+	StopTimeout time.Duration `yaml:"stop_timeout" doc:"At stop, how long to keep retrying files that cannot be written before giving up (and reporting their rows)."`
 }
 
 // DefaultConfig returns the default Parquet sink configuration.
@@ -36,6 +38,7 @@ func DefaultConfig() Config {
 		MaxPendingBytes: 256 << 20,
 		RetryInitial:    500 * time.Millisecond,
 		RetryMax:        30 * time.Second,
+		StopTimeout:     time.Minute,
 	}
 }
 
@@ -45,8 +48,8 @@ func (c Config) Validate() error {
 	if c.Dir == "" {
 		errs = append(errs, config.Errorf("dir", "must not be empty"))
 	}
-	if c.RotateInterval < time.Second {
-		errs = append(errs, config.Errorf("rotate_interval", "must be at least 1s"))
+	if c.RotateInterval < 100*time.Millisecond {
+		errs = append(errs, config.Errorf("rotate_interval", "must be at least 100ms"))
 	}
 	if c.MaxFileBytes < 1<<20 {
 		errs = append(errs, config.Errorf("max_file_bytes", "must be at least 1 MiB"))
@@ -67,6 +70,9 @@ func (c Config) Validate() error {
 	}
 	if c.RetryMax < c.RetryInitial {
 		errs = append(errs, config.Errorf("retry_max", "must be at least retry_initial"))
+	}
+	if c.StopTimeout <= 0 {
+		errs = append(errs, config.Errorf("stop_timeout", "must be positive"))
 	}
 	return errors.Join(errs...)
 }

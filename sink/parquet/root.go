@@ -1,0 +1,507 @@
+package parquet
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/apache/arrow/go/v15/arrow"
+	"github.com/apache/arrow/go/v15/parquet"
+	"github.com/apache/arrow/go/v15/parquet/compress"
+	"github.com/apache/arrow/go/v15/parquet/pqarrow"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ccflow/ccflow/flow"
+	"github.com/ccflow/ccflow/flow/flowarrow"
+	"github.com/ccflow/ccflow/sink/table"
+)
+
+// ErrStopped is returned by a Write after Stop.
+var ErrStopped = errors.New("parquet sink stopped")
+
+// Deps are the Writer's dependencies.
+type Deps struct {
+	// Logger receives log lines; nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the metrics; nil registers none.
+	Registerer prometheus.Registerer
+}
+
+// Writer is the Parquet sink. It implements sink.Writer: Writes are
+// goroutine-safe and copy their rows into Arrow builders at once. Rows go
+// to one open file per table and day (UTC, from time_start or
+// window_start), built in memory; a file is closed when it reaches
+// MaxFileBytes or RotateInterval, then one background goroutine writes it
+// under a temporary name, syncs it and renames it into place, retrying
+// with backoff while that fails. Files appear whole or not at all; a file
+// is written once (its name is fixed when it is closed, and a retry
+// replaces a partial temporary file).
+type Writer struct {
+	cfg      Config
+	log      *slog.Logger
+	m        *metrics
+	props    *parquet.WriterProperties
+	aprops   pqarrow.ArrowWriterProperties
+	instance string
+	schemas  map[string]*arrow.Schema
+
+	mu       sync.Mutex
+	open     map[partKey]*openFile
+	pending  []*pendingFile
+	memBytes int64 // open file buffers and pending files
+	memRows  int
+	space    chan struct{}
+	seq      uint64
+	stopping bool
+
+	wake     chan struct{}
+	ctx      context.Context
+	cancel   context.CancelFunc
+	done     chan struct{}
+	stopOnce sync.Once
+	stopErr  error
+}
+
+type partKey struct {
+	table string
+	day   int64
+}
+
+// openFile is a Parquet file being built in memory.
+type openFile struct {
+	key     partKey
+	created time.Time
+	buf     bytes.Buffer
+	fw      *pqarrow.FileWriter
+	rg      rowGroups
+	flows   *flowarrow.Builder // flows table
+	vals    *valueRows         // other tables
+	rows    int
+	counted int64 // bytes of buf already counted in memBytes
+}
+
+// pendingFile is a closed file waiting to be written to disk.
+type pendingFile struct {
+	table   string
+	path    string // relative to Dir
+	data    []byte
+	rows    int
+	created time.Time
+}
+
+// New returns a Writer. It does no I/O.
+func New(cfg Config, deps Deps) (*Writer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	codec := map[string]compress.Compression{
+		"zstd": compress.Codecs.Zstd, "snappy": compress.Codecs.Snappy, "gzip": compress.Codecs.Gzip, "none": compress.Codecs.Uncompressed,
+	}[cfg.Compression]
+	schemas := map[string]*arrow.Schema{}
+	for _, t := range []string{table.Flows, table.Pairs, table.Candidates} {
+		s, err := Schema(t)
+		if err != nil {
+			return nil, err
+		}
+		schemas[t] = s
+	}
+	var inst [4]byte
+	if _, err := rand.Read(inst[:]); err != nil {
+		return nil, err
+	}
+	return &Writer{
+		cfg: cfg, log: log.With("stage", "sink", "sink", "parquet"), m: newMetrics(deps.Registerer),
+		props: parquet.NewWriterProperties(
+			parquet.WithCompression(codec),
+			parquet.WithDictionaryDefault(true),
+			parquet.WithMaxRowGroupLength(int64(cfg.RowGroupRows)),
+			parquet.WithCreatedBy("ccflow"),
+		),
+		aprops:   pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()),
+		instance: hex.EncodeToString(inst[:]),
+		schemas:  schemas,
+		open:     map[partKey]*openFile{},
+		space:    make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		done:     make(chan struct{}),
+	}, nil
+}
+
+// Start starts the goroutine that rotates files and writes them to disk.
+// An unwritable directory is not an error here: writes are retried.
+func (w *Writer) Start(ctx context.Context) error {
+	if err := os.MkdirAll(w.cfg.Dir, 0o755); err != nil {
+		w.log.Warn("output directory not writable yet, will retry", "error", err)
+	}
+	w.ctx, w.cancel = context.WithCancel(ctx)
+	go w.run()
+	return nil
+}
+
+// WriteFlows implements sink.Writer.
+func (w *Writer) WriteFlows(ctx context.Context, b flow.Batch) error {
+	if len(b.Flows) == 0 {
+		return nil
+	}
+	if err := w.lockForWrite(ctx); err != nil {
+		return err
+	}
+	defer w.mu.Unlock()
+	var of *openFile
+	day := int64(-1 << 62)
+	for i := range b.Flows {
+		f := &b.Flows[i]
+		if d := dayOf(f.TimeStartMs); d != day || of == nil {
+			day = d
+			if of, _ = w.fileLocked(table.Flows, d); of == nil {
+				return fmt.Errorf("parquet sink: cannot open file")
+			}
+		}
+		of.flows.Append(b.ID, f)
+		of.rows++
+		w.memRows++
+		if of.rg.Len() >= w.cfg.RowGroupRows {
+			if err := w.flushRowGroupLocked(of); err != nil {
+				return err
+			}
+			if of.buf.Len() >= int(w.cfg.MaxFileBytes) {
+				w.closeLocked(of)
+				of = nil
+			}
+		}
+	}
+	w.m.buffered.Set(float64(w.memRows))
+	return nil
+}
+
+// WritePairs implements sink.Writer.
+func (w *Writer) WritePairs(ctx context.Context, pairs []flow.PairScore) error {
+	return w.writeValues(ctx, table.Pairs, len(pairs), func(i int) (int64, []any) {
+		return dayOf(pairs[i].WindowStart.UnixMilli()), table.PairValues(&pairs[i])
+	})
+}
+
+// WriteCandidates implements sink.Writer.
+func (w *Writer) WriteCandidates(ctx context.Context, cands []flow.Candidate) error {
+	return w.writeValues(ctx, table.Candidates, len(cands), func(i int) (int64, []any) {
+		return dayOf(cands[i].WindowStart.UnixMilli()), table.CandidateValues(&cands[i])
+	})
+}
+
+func (w *Writer) writeValues(ctx context.Context, tbl string, n int, row func(int) (int64, []any)) error {
+	if n == 0 {
+		return nil
+	}
+	if err := w.lockForWrite(ctx); err != nil {
+		return err
+	}
+	defer w.mu.Unlock()
+	for i := 0; i < n; i++ {
+		day, vals := row(i)
+		of, err := w.fileLocked(tbl, day)
+		if err != nil {
+			return err
+		}
+		of.vals.append(vals)
+		of.rows++
+		w.memRows++
+		if of.rg.Len() >= w.cfg.RowGroupRows {
+			if err := w.flushRowGroupLocked(of); err != nil {
+				return err
+			}
+			if of.buf.Len() >= int(w.cfg.MaxFileBytes) {
+				w.closeLocked(of)
+			}
+		}
+	}
+	w.m.buffered.Set(float64(w.memRows))
+	return nil
+}
+
+// lockForWrite waits until memory is below its bound and returns with
+// w.mu held, or returns an error without it.
+func (w *Writer) lockForWrite(ctx context.Context) error {
+	w.mu.Lock()
+	for {
+		if w.stopping {
+			w.mu.Unlock()
+			return ErrStopped
+		}
+		if w.memBytes < w.cfg.MaxPendingBytes {
+			return nil
+		}
+		ch := w.space
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		w.mu.Lock()
+	}
+}
+
+// fileLocked returns the open file of a table and day, opening one.
+func (w *Writer) fileLocked(tbl string, day int64) (*openFile, error) {
+	k := partKey{tbl, day}
+	if of := w.open[k]; of != nil {
+		return of, nil
+	}
+	of := &openFile{key: k, created: time.Now()}
+	fw, err := pqarrow.NewFileWriter(w.schemas[tbl], &of.buf, w.props, w.aprops)
+	if err != nil {
+		return nil, fmt.Errorf("new parquet writer for %s: %w", tbl, err)
+	}
+	of.fw = fw
+	if tbl == table.Flows {
+		of.flows = flowarrow.NewBuilder()
+		of.rg = &flowRows{of.flows}
+	} else {
+		of.vals = newValueRows(w.schemas[tbl])
+		of.rg = of.vals
+	}
+	w.open[k] = of
+	return of, nil
+}
+
+// flushRowGroupLocked writes the accumulated rows of of as a row group.
+func (w *Writer) flushRowGroupLocked(of *openFile) error {
+	if of.rg.Len() == 0 {
+		return nil
+	}
+	rec := of.rg.Record()
+	err := of.fw.Write(rec)
+	rec.Release()
+	of.rg.Reset()
+	grown := int64(of.buf.Len()) - of.counted
+	of.counted += grown
+	w.memBytes += grown
+	w.m.pending.Set(float64(w.memBytes))
+	if err != nil {
+		return fmt.Errorf("encode %s row group: %w", of.key.table, err)
+	}
+	return nil
+}
+
+// closeLocked finishes of and queues it for the disk.
+func (w *Writer) closeLocked(of *openFile) {
+	delete(w.open, of.key)
+	err := w.flushRowGroupLocked(of)
+	if err == nil {
+		err = of.fw.Close()
+	}
+	if err != nil {
+		// Encoding into memory does not fail for valid rows; if it does, the
+		// rows cannot be stored: count and report them.
+		w.m.errors.WithLabelValues(of.key.table, "encode").Inc()
+		w.log.Error("encode parquet file failed, rows dropped", "table", of.key.table, "rows", of.rows, "error", err)
+		w.memBytes -= of.counted
+		w.memRows -= of.rows
+		return
+	}
+	data := of.buf.Bytes()
+	w.memBytes += int64(len(data)) - of.counted
+	w.seq++
+	name := fmt.Sprintf("%s-%s-%06d.parquet", of.created.UTC().Format("20060102T150405.000Z"), w.instance, w.seq)
+	w.pending = append(w.pending, &pendingFile{
+		table: of.key.table, path: filepath.Join(partitionDir(of.key.table, dateOf(of.key.day)), name),
+		data: data, rows: of.rows, created: of.created,
+	})
+	w.m.pending.Set(float64(w.memBytes))
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run rotates aged files and writes closed files to disk, in order.
+func (w *Writer) run() {
+	defer close(w.done)
+	tick := time.NewTicker(min(w.cfg.RotateInterval/4, time.Second))
+	defer tick.Stop()
+	for {
+		w.mu.Lock()
+		now := time.Now()
+		for _, of := range w.open {
+			if w.stopping || now.Sub(of.created) >= w.cfg.RotateInterval {
+				w.closeLocked(of)
+			}
+		}
+		w.updateLagLocked(now)
+		var pf *pendingFile
+		if len(w.pending) > 0 {
+			pf = w.pending[0]
+		}
+		finished := w.stopping && pf == nil
+		w.mu.Unlock()
+		if finished {
+			return
+		}
+		if pf == nil {
+			select {
+			case <-w.wake:
+			case <-tick.C:
+			case <-w.ctx.Done():
+				return
+			}
+			continue
+		}
+		if !w.store(pf) {
+			return
+		}
+		w.mu.Lock()
+		w.pending = w.pending[1:]
+		w.memBytes -= int64(len(pf.data))
+		w.memRows -= pf.rows
+		close(w.space)
+		w.space = make(chan struct{})
+		w.m.pending.Set(float64(w.memBytes))
+		w.m.buffered.Set(float64(w.memRows))
+		w.mu.Unlock()
+		w.m.rows.WithLabelValues(pf.table).Add(float64(pf.rows))
+		w.m.files.WithLabelValues(pf.table).Inc()
+	}
+}
+
+// store writes pf to disk, retrying with backoff; false means the writer
+// was told to give up.
+func (w *Writer) store(pf *pendingFile) bool {
+	backoff := w.cfg.RetryInitial
+	for attempt := 1; ; attempt++ {
+		err := writeAtomic(filepath.Join(w.cfg.Dir, pf.path), pf.data)
+		if err == nil {
+			if attempt > 1 {
+				w.log.Info("file written after retries", "table", pf.table, "attempts", attempt)
+			}
+			return true
+		}
+		w.m.errors.WithLabelValues(pf.table, "write").Inc()
+		if attempt == 1 || attempt%10 == 0 {
+			w.log.Warn("write parquet file failed, will retry", "table", pf.table, "attempts", attempt, "error", err)
+		}
+		select {
+		case <-time.After(backoff):
+		case <-w.ctx.Done():
+			return false
+		}
+		backoff = min(2*backoff, w.cfg.RetryMax)
+	}
+}
+
+// writeAtomic writes data to path: a temporary dot-file in the same
+// directory, synced, then renamed, then the directory synced.
+func writeAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, "."+filepath.Base(path)+".tmp")
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+	return nil
+}
+
+func (w *Writer) updateLagLocked(now time.Time) {
+	oldest := map[string]time.Time{}
+	see := func(t string, c time.Time) {
+		if o, ok := oldest[t]; !ok || c.Before(o) {
+			oldest[t] = c
+		}
+	}
+	for _, of := range w.open {
+		see(of.key.table, of.created)
+	}
+	for _, pf := range w.pending {
+		see(pf.table, pf.created)
+	}
+	for _, t := range []string{table.Flows, table.Pairs, table.Candidates} {
+		if c, ok := oldest[t]; ok {
+			w.m.lag.WithLabelValues(t).Set(now.Sub(c).Seconds())
+		} else {
+			w.m.lag.WithLabelValues(t).Set(0)
+		}
+	}
+}
+
+// Flush closes every open file now (it then appears on disk as soon as the
+// background goroutine has written it).
+func (w *Writer) Flush() {
+	w.mu.Lock()
+	for _, of := range w.open {
+		w.closeLocked(of)
+	}
+	w.mu.Unlock()
+}
+
+// Stop refuses further writes, closes every open file and waits until all
+// files are on disk, retrying a failing disk for at most Config.StopTimeout. It
+// returns an error naming the rows that could not be written. Stop is
+// idempotent.
+func (w *Writer) Stop() error {
+	w.stopOnce.Do(func() {
+		w.mu.Lock()
+		w.stopping = true
+		for _, of := range w.open {
+			w.closeLocked(of)
+		}
+		close(w.space) // release waiting writers: they get ErrStopped
+		w.space = make(chan struct{})
+		started := w.ctx != nil
+		w.mu.Unlock()
+		if !started {
+			w.ctx, w.cancel = context.WithCancel(context.Background())
+			go w.run()
+		}
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+		timer := time.AfterFunc(w.cfg.StopTimeout, w.cancel)
+		<-w.done
+		timer.Stop()
+		w.cancel()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		rows := 0
+		for _, pf := range w.pending {
+			rows += pf.rows
+		}
+		if rows > 0 {
+			w.stopErr = fmt.Errorf("parquet sink: %d rows in %d files could not be written to %s", rows, len(w.pending), w.cfg.Dir)
+		}
+	})
+	return w.stopErr
+}
