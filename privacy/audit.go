@@ -147,10 +147,10 @@ func VerifyAudit(r io.Reader, want *AuditHead) (AuditHead, error) {
 		dec := json.NewDecoder(bytes.NewReader(b))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&e); err != nil || dec.More() {
-			return head, bad("not an audit entry: the entry was edited or a line was inserted")
+			return head, bad("not an audit entry: the line was edited or inserted")
 		}
 		if canon, _ := json.Marshal(e); !bytes.Equal(canon, b) {
-			return head, bad("not in canonical form: the entry was edited")
+			return head, bad("not a canonical audit entry: the line was edited or inserted")
 		}
 		if e.Seq != expect {
 			return head, bad("found entry %d where entry %d belongs: an entry was deleted, inserted or moved", e.Seq, expect)
