@@ -76,7 +76,9 @@ func TestLoosePermissionsRefused(t *testing.T) {
 	}
 }
 
-func keyFile(dir string, e uint32) string { return filepath.Join(dir, fmt.Sprintf("epoch-%010d.key", e)) }
+func keyFile(dir string, e uint32) string {
+	return filepath.Join(dir, fmt.Sprintf("epoch-%010d.key", e))
+}
 
 func TestCreateKeyringMismatch(t *testing.T) {
 	ring := newRing(t, ModeAES128)

@@ -2,6 +2,7 @@ package privacy
 
 import (
 	"encoding"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -147,6 +148,7 @@ func (r *Redactor) redactString(s string) (string, bool) {
 	spans = r.ipv6Tokens(s, spans)
 	spans = r.hexRuns(s, spans)
 	spans = r.byteLists(s, spans)
+	spans = r.uint128s(s, spans)
 	if len(spans) == 0 {
 		return s, false
 	}
@@ -314,4 +316,42 @@ func (r *Redactor) byteLists(s string, spans []span) []span {
 		}
 	}
 	return spans
+}
+
+// uint128s finds netip.Addr internals as fmt prints an unexported
+// netip.Addr field ("{hi:0 lo:281473902969351}"), which no other form
+// covers.
+func (r *Redactor) uint128s(s string, spans []span) []span {
+	for off := 0; ; {
+		i := strings.Index(s[off:], "hi:")
+		if i < 0 {
+			return spans
+		}
+		i += off
+		off = i + 3
+		hi, j, ok := parseUint(s, i+3)
+		if !ok || !strings.HasPrefix(s[j:], " lo:") {
+			continue
+		}
+		lo, k, ok := parseUint(s, j+4)
+		if !ok {
+			continue
+		}
+		var b [16]byte
+		binary.BigEndian.PutUint64(b[:8], hi)
+		binary.BigEndian.PutUint64(b[8:], lo)
+		if r.isSub16(b[:]) {
+			spans = append(spans, span{i, k})
+		}
+	}
+}
+
+// parseUint parses the decimal digits of s from i on.
+func parseUint(s string, i int) (v uint64, end int, ok bool) {
+	j := i
+	for j < len(s) && isDigit(s[j]) && j-i < 20 {
+		v = v*10 + uint64(s[j]-'0')
+		j++
+	}
+	return v, j, j > i
 }

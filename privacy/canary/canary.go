@@ -62,9 +62,10 @@ func isAddrText(c byte) bool { return isHex(c) }
 // Forms returns every byte form of a: for IPv4 (or IPv4-mapped) addresses
 // the 4-byte binary in network and little-endian order, the 16-byte
 // IPv4-mapped binary, dotted text, IPv4-mapped text in both notations, the
-// decimal integer, and hex of the 4 and 16 bytes in both cases; for IPv6 the
-// 16-byte binary, compressed and expanded text in both cases, and hex in
-// both cases.
+// decimal integer, hex of the 4 and 16 bytes in both cases, and the decimal
+// byte lists that encoding/json and fmt print for byte arrays; for IPv6 the
+// 16-byte binary, compressed and expanded text in both cases, hex in both
+// cases, and the decimal byte lists.
 func Forms(a netip.Addr) []Form {
 	a = a.Unmap()
 	var out []Form
@@ -93,6 +94,8 @@ func Forms(a netip.Addr) []Form {
 		add("ipv4-hex-upper", []byte(strings.ToUpper(hex.EncodeToString(a4[:]))), isHex)
 		add("ipv4-mapped-hex", []byte(hex.EncodeToString(a16[:])), isHex)
 		add("ipv4-mapped-hex-upper", []byte(strings.ToUpper(hex.EncodeToString(a16[:]))), isHex)
+		add("ipv4-bytes-json", byteList(a4[:], ","), isDigit)
+		add("ipv4-bytes-fmt", byteList(a4[:], " "), isDigit)
 		return out
 	}
 	add("ipv6-binary", a16[:], nil)
@@ -102,7 +105,19 @@ func Forms(a netip.Addr) []Form {
 	add("ipv6-text-expanded-upper", []byte(strings.ToUpper(a.StringExpanded())), isAddrText)
 	add("ipv6-hex", []byte(hex.EncodeToString(a16[:])), isHex)
 	add("ipv6-hex-upper", []byte(strings.ToUpper(hex.EncodeToString(a16[:]))), isHex)
+	add("ipv6-bytes-json", byteList(a16[:], ","), isDigit)
+	add("ipv6-bytes-fmt", byteList(a16[:], " "), isDigit)
 	return out
+}
+
+// byteList is the decimal list of b's bytes as encoding/json ("192,0,2,7")
+// and fmt ("192 0 2 7") print byte arrays.
+func byteList(b []byte, sep string) []byte {
+	parts := make([]string, len(b))
+	for i, v := range b {
+		parts[i] = strconv.Itoa(int(v))
+	}
+	return []byte(strings.Join(parts, sep))
 }
 
 // Decoder turns one encoded input (a compressed file, an Arrow IPC stream,
