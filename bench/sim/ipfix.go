@@ -146,6 +146,9 @@ func (e *IPFIXEncoder) Encode(dst []byte, recs []Record, exportMs int64) ([]byte
 	flows, i := 0, 0
 	for ; i < len(recs); i++ {
 		r := &recs[i]
+		if e.sampler.passes(r) {
+			continue
+		}
 		id, size := uint16(ipfixTemplate4), ipfixRec4Len
 		if r.Is6() {
 			id, size = ipfixTemplate6, ipfixRec6Len
@@ -157,8 +160,14 @@ func (e *IPFIXEncoder) Encode(dst []byte, recs []Record, exportMs int64) ([]byte
 		if off+need > limit {
 			break
 		}
-		if e.sampler.Sample(r, &e.tmp) == 0 {
-			continue
+		s := r
+		if e.sampler.rate > 1 {
+			if e.sampler.Sample(r, &e.tmp) == 0 {
+				continue
+			}
+			s = &e.tmp
+		} else {
+			e.sampler.pool += r.Packets
 		}
 		if setStart < 0 || setID != id {
 			if setStart >= 0 {
@@ -168,7 +177,6 @@ func (e *IPFIXEncoder) Encode(dst []byte, recs []Record, exportMs int64) ([]byte
 			be.PutUint16(b[off:], id)
 			off += 4
 		}
-		s := &e.tmp
 		p := b[off : off+size]
 		be.PutUint64(p[0:], uint64(s.StartMs))
 		be.PutUint64(p[8:], uint64(s.EndMs))

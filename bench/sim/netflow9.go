@@ -143,6 +143,20 @@ func (e *NetFlow9Encoder) buildTemplates() {
 	e.tmpl = b
 }
 
+// nf9CloseSet pads the flowset that starts at setStart (if any) to four
+// bytes, writes its length and returns the new offset.
+func nf9CloseSet(b []byte, off, setStart int) int {
+	if setStart < 0 {
+		return off
+	}
+	for (off-setStart)%4 != 0 {
+		b[off] = 0
+		off++
+	}
+	binary.BigEndian.PutUint16(b[setStart+2:], uint16(off-setStart))
+	return off
+}
+
 func sat32(v uint64) uint32 {
 	if v > math.MaxUint32 {
 		return math.MaxUint32
@@ -168,19 +182,11 @@ func (e *NetFlow9Encoder) Encode(dst []byte, recs []Record, exportMs int64) ([]b
 	}
 	setStart, setID := -1, uint16(0)
 	flows, i := 0, 0
-	closeSet := func() {
-		if setStart < 0 {
-			return
-		}
-		for (off-setStart)%4 != 0 {
-			b[off] = 0
-			off++
-		}
-		be.PutUint16(b[setStart+2:], uint16(off-setStart))
-		setStart = -1
-	}
 	for ; i < len(recs); i++ {
 		r := &recs[i]
+		if e.sampler.passes(r) {
+			continue
+		}
 		id, size := uint16(nf9Template4), nf9Rec4Len
 		if r.Is6() {
 			id, size = nf9Template6, nf9Rec6Len
@@ -192,16 +198,21 @@ func (e *NetFlow9Encoder) Encode(dst []byte, recs []Record, exportMs int64) ([]b
 		if off+need > limit {
 			break
 		}
-		if e.sampler.Sample(r, &e.tmp) == 0 {
-			continue
+		s := r
+		if e.sampler.rate > 1 {
+			if e.sampler.Sample(r, &e.tmp) == 0 {
+				continue
+			}
+			s = &e.tmp
+		} else {
+			e.sampler.pool += r.Packets
 		}
 		if setStart < 0 || setID != id {
-			closeSet()
+			off = nf9CloseSet(b, off, setStart)
 			setStart, setID = off, id
 			be.PutUint16(b[off:], id)
 			off += 4
 		}
-		s := &e.tmp
 		p := b[off : off+size]
 		be.PutUint32(p[0:], uint32(s.StartMs-boot))
 		be.PutUint32(p[4:], uint32(s.EndMs-boot))
@@ -233,7 +244,7 @@ func (e *NetFlow9Encoder) Encode(dst []byte, recs []Record, exportMs int64) ([]b
 			e.cfg.Trace(s)
 		}
 	}
-	closeSet()
+	off = nf9CloseSet(b, off, setStart)
 	if flows == 0 && !withTmpl {
 		return b[:0], i, 0
 	}

@@ -51,6 +51,17 @@ func (s *Sampler) gap() uint64 {
 	return uint64(math.Log(u) / s.logq)
 }
 
+// passes reports whether the sampler selects none of r's packets, counting
+// them; the encoders call it first, as a cheap path for the common case.
+func (s *Sampler) passes(r *Record) bool {
+	if s.rate > 1 && s.skip >= r.Packets {
+		s.skip -= r.Packets
+		s.pool += r.Packets
+		return true
+	}
+	return false
+}
+
 // Sample selects packets of r. It returns the number of selected packets;
 // when it is not zero, out holds r reduced to the selected packets (bytes in
 // proportion; a single selected packet gets start = end at a time within

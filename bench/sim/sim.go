@@ -81,9 +81,18 @@ type botnet struct {
 }
 
 const (
-	wheelSize = 256 // seconds; > ActiveTimeout max + 1
+	wheelSize = 256 // seconds; more than the longest flow plus session offsets
+	chunkSize = 128 // records per chunk
 	uplinkIf  = 100
 )
+
+type chunk struct {
+	n    int
+	next *chunk
+	recs [chunkSize]Record
+}
+
+type chunkList struct{ head, tail *chunk }
 
 // Simulator is the synthetic ISP. Create it with New; it is not safe for
 // concurrent use, except Stats.
@@ -102,9 +111,13 @@ type Simulator struct {
 	ents []entity
 	heap []event
 
-	nowMs    int64 // start of the next step
-	wheel    [wheelSize][]Record
-	returned int // wheel slot returned by the last Next, or -1
+	nowMs int64 // start of the next step
+	// The timing wheel holds records until the second their flow ends:
+	// slot end/1000 % wheelSize is a list of chunks from a free list, so
+	// memory follows the records waiting, not the busiest second seen.
+	wheel    [wheelSize]chunkList
+	free     *chunk
+	out      []Record // the records Next returns
 	activeMs int64
 	meanGap  float64 // ms
 
@@ -130,7 +143,6 @@ func New(cfg Config) (*Simulator, error) {
 	s := &Simulator{
 		cfg:      cfg,
 		rng:      rand.New(rand.NewPCG(cfg.Seed, 0x63636f6e666c6f77)), // "ccconflow"
-		returned: -1,
 		activeMs: cfg.ActiveTimeout.Milliseconds(),
 		meanGap:  float64(cfg.SessionInterval.Milliseconds()),
 	}
@@ -367,28 +379,48 @@ func (s *Simulator) Now() int64 { return s.nowMs }
 // ended in it, in no particular order, and their export time (Unix ms, a
 // whole second: the end of the step). The slice is valid until the next call.
 func (s *Simulator) Next() ([]Record, int64) {
-	if s.returned >= 0 {
-		s.wheel[s.returned] = s.wheel[s.returned][:0]
-		s.returned = -1
-	}
 	end := s.nowMs + 1000
 	for len(s.heap) > 0 && s.heap[0].t < end {
 		ev := s.heap[0]
 		s.heap[0].t = s.fire(ev.t, &s.ents[ev.ent])
 		s.down(0)
 	}
-	slot := int((s.nowMs / 1000) % wheelSize)
-	s.returned = slot
+	l := &s.wheel[(s.nowMs/1000)%wheelSize]
+	s.out = s.out[:0]
+	for c := l.head; c != nil; {
+		s.out = append(s.out, c.recs[:c.n]...)
+		next := c.next
+		c.n, c.next, s.free = 0, s.free, c
+		c = next
+	}
+	l.head, l.tail = nil, nil
 	s.nowMs = end
-	recs := s.wheel[slot]
-	s.stats.generated.Add(uint64(len(recs)))
+	s.stats.generated.Add(uint64(len(s.out)))
 	s.stats.eventMs.Store(end)
-	return recs, end
+	return s.out, end
 }
 
-func (s *Simulator) emit(r Record) {
-	slot := (r.EndMs / 1000) % wheelSize
-	s.wheel[slot] = append(s.wheel[slot], r)
+// slot returns the record of the wheel for a flow ending at endMs.
+func (s *Simulator) slot(endMs int64) *Record {
+	l := &s.wheel[(endMs/1000)%wheelSize]
+	c := l.tail
+	if c == nil || c.n == chunkSize {
+		nc := s.free
+		if nc != nil {
+			s.free = nc.next
+			nc.next = nil
+		} else {
+			nc = new(chunk)
+		}
+		if c == nil {
+			l.head = nc
+		} else {
+			c.next = nc
+		}
+		l.tail, c = nc, nc
+	}
+	c.n++
+	return &c.recs[c.n-1]
 }
 
 // diurnal is the activity level at time t (mean 1 over a day, peak at 21:00
@@ -557,12 +589,12 @@ func (s *Simulator) pair(start, end int64, sub *subscriber, i int32, dst netip.A
 	if dnPkts == 1 {
 		dnStart = end
 	}
-	s.emit(Record{
+	*s.slot(upEnd) = Record{
 		StartMs: start, EndMs: upEnd, Src: src, Dst: dst, SrcPort: sport, DstPort: svc.Port,
 		Proto: svc.Proto, TCPFlags: flags, Packets: upPkts, Bytes: up, InIf: sub.access, OutIf: uplinkIf, Subscriber: i,
-	})
-	s.emit(Record{
+	}
+	*s.slot(end) = Record{
 		StartMs: dnStart, EndMs: end, Src: dst, Dst: src, SrcPort: svc.Port, DstPort: sport,
 		Proto: svc.Proto, TCPFlags: flags, Packets: dnPkts, Bytes: dn, InIf: uplinkIf, OutIf: sub.access, Subscriber: i,
-	})
+	}
 }
