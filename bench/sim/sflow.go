@@ -112,9 +112,9 @@ func (e *SFlowEncoder) Encode(dst []byte, recs []Record, exportMs int64) ([]byte
 	if e.pendingN == 0 {
 		for ; i < len(recs); i++ {
 			r := &recs[i]
-		if e.sampler.passes(r) {
-			continue
-		}
+			if e.sampler.passes(r) {
+				continue
+			}
 			sl := e.sampleLen(r)
 			if off+sl > limit {
 				break
