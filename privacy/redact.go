@@ -9,8 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
+
+	"github.com/ccflow/ccflow/flow"
 )
 
 // Redacted is what the redaction backstop puts in place of a subscriber
@@ -21,11 +25,22 @@ const Redacted = "REDACTED"
 // a slog handler's ReplaceAttr, it removes every subscriber address from log
 // attributes, whatever its form. Address types that know they hold subscriber
 // data (flow.RawAddr, flow.MAC) already log "REDACTED"; the Redactor catches
-// the rest: netip.Addr, netip.AddrPort, netip.Prefix, net.IP, *net.UDPAddr
-// and friends, 4- and 16-byte arrays and slices, structs and pointers holding
-// them, errors and Stringers, and strings (the message too) containing an
-// address as dotted quad (also with - or _ separators and reversed, as in
-// PTR names), IPv6 text, IPv4-mapped text, or 8 or 32 hex digits.
+// the rest:
+//
+//   - netip.Addr, netip.AddrPort, netip.Prefix, net.IP, 4- and 16-byte
+//     slices;
+//   - any value holding a flow.RawAddr or flow.MAC (a whole flow.Record),
+//     redacted whole, because encoding/json would print their bytes;
+//   - anything else whose rendering by the text handler (fmt %+v, so
+//     errors, Stringers, structs, pointers, *net.UDPAddr), MarshalText or
+//     encoding/json contains a subscriber address;
+//   - strings, keys and the message, scanned for addresses as dotted quads
+//     (also with - or _ separators and reversed, as in PTR names), IPv6
+//     and IPv4-mapped text, 8 or 32 hex digits, decimal byte lists
+//     ("[192 0 2 7]", "[192,0,2,7]") and netip.Addr internals.
+//
+// Integers are not interpreted as addresses (too many counters and
+// timestamps would look like one).
 //
 // Until it is bound to the subscriber prefixes (by New through
 // Deps.Redactor) a Redactor redacts every address it finds, so a logger can
@@ -111,6 +126,9 @@ func (r *Redactor) redactAny(v any) (slog.Value, bool) {
 		}
 		return slog.Value{}, false
 	}
+	if holdsRaw(reflect.TypeOf(v)) {
+		return redacted, true
+	}
 	plus, okPlus := r.redactString(fmt.Sprintf("%+v", v))
 	if okPlus {
 		return slog.StringValue(plus), true
@@ -128,6 +146,52 @@ func (r *Redactor) redactAny(v any) (slog.Value, bool) {
 		}
 	}
 	return slog.Value{}, false
+}
+
+var (
+	rawAddrType = reflect.TypeFor[flow.RawAddr]()
+	macType     = reflect.TypeFor[flow.MAC]()
+	holdsCache  sync.Map // reflect.Type -> bool
+)
+
+// holdsRaw reports whether values of type t contain a flow.RawAddr or a
+// flow.MAC (for example a whole flow.Record): such values print REDACTED
+// for those fields only through fmt and slog.LogValuer, but encoding/json
+// would print their bytes, so the whole value is redacted.
+func holdsRaw(t reflect.Type) bool {
+	if t == nil {
+		return false
+	}
+	if v, ok := holdsCache.Load(t); ok {
+		return v.(bool)
+	}
+	seen := map[reflect.Type]bool{}
+	var walk func(t reflect.Type) bool
+	walk = func(t reflect.Type) bool {
+		if t == rawAddrType || t == macType {
+			return true
+		}
+		if seen[t] {
+			return false
+		}
+		seen[t] = true
+		switch t.Kind() {
+		case reflect.Pointer, reflect.Slice, reflect.Array:
+			return walk(t.Elem())
+		case reflect.Map:
+			return walk(t.Key()) || walk(t.Elem())
+		case reflect.Struct:
+			for i := 0; i < t.NumField(); i++ {
+				if walk(t.Field(i).Type) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	h := walk(t)
+	holdsCache.Store(t, h)
+	return h
 }
 
 // RedactString returns s with every subscriber address in it replaced by
