@@ -123,7 +123,21 @@ func (c *KafkaConsumer) Fetch(ctx context.Context) (Delivery, error) {
 			if errors.Is(err, io.EOF) {
 				return Delivery{}, ErrClosed
 			}
-			return Delivery{}, err
+			if ctx.Err() != nil {
+				return Delivery{}, ctx.Err()
+			}
+			// The broker is unreachable or the group is rebalancing: the
+			// reader reconnects; keep going.
+			c.m.fetchErrors.Inc()
+			if c.limit.allow() {
+				c.log.Warn("fetch failed, retrying", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return Delivery{}, ctx.Err()
+			case <-time.After(c.cfg.Spool.RetryInterval):
+			}
+			continue
 		}
 		d, reason, err := c.decode(m)
 		if err == nil {

@@ -332,7 +332,7 @@ func (p *KafkaProducer) setUp(up bool) {
 func (p *KafkaProducer) isUp() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.up && p.ready
+	return p.up
 }
 
 // sendLoop writes queued messages to Kafka, or to the spool while Kafka is
@@ -373,7 +373,7 @@ func (p *KafkaProducer) deliver(ctx context.Context, msgs []kafka.Message) {
 		if p.spool != nil {
 			spooled, _ = p.spool.Len()
 		}
-		if spooled == 0 && p.isUp() {
+		if spooled == 0 && (p.isUp() || p.spool == nil) && p.probe(ctx) {
 			failed := p.write(ctx, msgs)
 			if len(failed) == 0 {
 				return
@@ -418,9 +418,6 @@ func (p *KafkaProducer) deliver(ctx context.Context, msgs []kafka.Message) {
 				p.log.Error("stopped while kafka unreachable and spool full: dropped messages", "messages", len(msgs), "flows", flows)
 				return
 			}
-		}
-		if !p.isUp() {
-			p.probe(ctx)
 		}
 	}
 }
@@ -487,61 +484,55 @@ func (p *KafkaProducer) kickDrain() {
 	}
 }
 
-// probe checks whether Kafka answers (and the topic exists) again.
+// probe checks (or creates) the topic when that has not succeeded yet.
+// Whether Kafka is up is decided by produce requests only.
 func (p *KafkaProducer) probe(ctx context.Context) bool {
+	p.mu.Lock()
+	ready := p.ready
+	p.mu.Unlock()
+	if ready {
+		return true
+	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := p.ensureTopic(pctx); err != nil {
-		return false
-	}
-	p.setUp(true)
-	return true
+	return p.ensureTopic(pctx) == nil
 }
 
-// drainLoop sends the spool, oldest first, whenever it is not empty.
+// drainLoop sends the spool, oldest first, whenever it is not empty; its
+// produce requests are also what finds Kafka back after an outage.
 func (p *KafkaProducer) drainLoop(ctx context.Context) {
 	defer p.wg.Done()
 	if p.spool == nil {
-		// Without a spool, still notice when Kafka is back.
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(p.cfg.Spool.RetryInterval):
-				if !p.isUp() {
-					p.probe(ctx)
-				}
-			}
+		return
+	}
+	wait := func(d time.Duration) bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-p.kick:
+			return true
+		case <-time.After(d):
+			return true
 		}
 	}
 	for {
-		n, _ := p.spool.Len()
-		if n == 0 || !p.isUp() {
-			if n > 0 || !p.isUp() {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(p.cfg.Spool.RetryInterval):
-				}
-				if !p.isUp() {
-					p.probe(ctx)
-				}
-				continue
-			}
-			select {
-			case <-ctx.Done():
+		if n, _ := p.spool.Len(); n == 0 {
+			if !wait(time.Hour) {
 				return
-			case <-p.kick:
+			}
+			continue
+		}
+		if !p.probe(ctx) {
+			if !wait(p.cfg.Spool.RetryInterval) {
+				return
 			}
 			continue
 		}
 		msgs, err := p.spool.Peek(4096, 4*p.cfg.MaxMessageBytes)
 		if err != nil {
 			p.log.Error("read spool failed", "err", err)
-			select {
-			case <-ctx.Done():
+			if !wait(p.cfg.Spool.RetryInterval) {
 				return
-			case <-time.After(p.cfg.Spool.RetryInterval):
 			}
 			continue
 		}
@@ -557,8 +548,16 @@ func (p *KafkaProducer) drainLoop(ctx context.Context) {
 		if err := p.w.WriteMessages(context.WithoutCancel(ctx), send...); err != nil {
 			p.m.produceErrors.Inc()
 			p.setUp(false)
+			// Wait, unless new spooled messages kick (they do not make
+			// Kafka answer sooner).
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(p.cfg.Spool.RetryInterval):
+			}
 			continue
 		}
+		p.setUp(true)
 		p.accepted(send)
 		p.m.drainedMessages.Add(float64(len(send)))
 		if err := p.spool.Ack(len(msgs)); err != nil {
@@ -566,7 +565,7 @@ func (p *KafkaProducer) drainLoop(ctx context.Context) {
 		}
 		p.updateSpoolGauges()
 		if n, _ := p.spool.Len(); n == 0 {
-			p.log.Info("spool drained")
+			p.log.Info("spool drained; kafka reachable")
 		}
 	}
 }

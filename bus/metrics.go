@@ -26,6 +26,7 @@ type metrics struct {
 	consumedMessages prometheus.Counter
 	consumedFlows    prometheus.Counter
 	committed        prometheus.Counter
+	fetchErrors      prometheus.Counter
 	badMessages      *prometheus.CounterVec
 	deadLettered     prometheus.Counter
 	queuedBatches    prometheus.Gauge
@@ -62,6 +63,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		consumedMessages: c("consumed_messages_total", "Messages (batches) delivered to detectors."),
 		consumedFlows:    c("consumed_flows_total", "Flows delivered to detectors."),
 		committed:        c("committed_messages_total", "Messages committed after a detector checkpoint."),
+		fetchErrors:      c("fetch_errors_total", "Failed fetches (broker unreachable, rebalance); the consumer retries."),
 		badMessages:      cv("bad_messages_total", "Messages a consumer could not read, by reason (corrupt, schema_version).", "reason"),
 		deadLettered:     c("dead_lettered_messages_total", "Messages written to the dead-letter topic."),
 		queuedBatches:    g("inproc_queued_batches", "Batches queued in the in-process bus."),
