@@ -64,8 +64,9 @@ type Stats struct {
 	EventTime time.Time
 	// Generated counts the records the model produced (before sampling).
 	Generated uint64
-	// Datagrams, Flows and Bytes count what was written: datagrams, flow
-	// records (sFlow: flow samples) and datagram bytes (UDP payload).
+	// Datagrams, Flows and Bytes count what was handed to the exporters'
+	// writers: datagrams, flow records (sFlow: flow samples) and datagram
+	// bytes (UDP payload), failed writes included.
 	Datagrams uint64
 	Flows     uint64
 	Bytes     uint64
