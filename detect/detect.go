@@ -1,0 +1,593 @@
+// Package detect keeps windowed state per (subscriber pseudonym, remote
+// endpoint) pair and per remote endpoint, scores beaconing and fan-in, and
+// emits C&C candidates with their evidence. It performs no I/O: flows come
+// in through Observe, results go out through Results, and a checkpoint is
+// written to an io.Writer the caller passes.
+//
+// # Model
+//
+// A pair keeps its first and latest connection start, flow and byte
+// counts, and a bounded sample of its most recent connection starts with
+// their sizes (docs/detection.md explains the scores built from them). At
+// the end of every hop (event time) the window [end-window, end) is
+// evaluated: each pair with enough connections gets a beacon score; each
+// endpoint gets a period estimated from the pooled intervals of its pairs,
+// a fan-in score (subscribers beaconing with that period, discounted by
+// popularity), and a combined score with a written explanation.
+//
+// A Detector is not safe for concurrent use: one goroutine owns it (the
+// bus keys flows by remote endpoint so that one detector sees all of an
+// endpoint's flows).
+package detect
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spaolacci/murmur3"
+
+	"github.com/ccflow/ccflow/flow"
+)
+
+// ModelVersion identifies the scoring model; it is written into every
+// candidate and pair score, and changes whenever scores change meaning.
+const ModelVersion = "ccflow-detect/1"
+
+// Deps are the detector's dependencies.
+type Deps struct {
+	// Logger receives the detector's few log lines; nil discards them.
+	Logger *slog.Logger
+	// Registerer registers the metrics; nil means a private registry.
+	Registerer prometheus.Registerer
+	// Allowlist suppresses candidates; nil means none. Build it with
+	// LoadAllowlists or NewAllowlist.
+	Allowlist *Allowlist
+}
+
+// Result is the outcome of evaluating one window.
+type Result struct {
+	// WindowStart and WindowEnd bound the window (event time).
+	WindowStart, WindowEnd time.Time
+	// Candidates are the endpoints scoring at or above the threshold,
+	// best first. Suppressed ones (Candidate.Suppressed set) are included
+	// for audit and sorted after the reported ones.
+	Candidates []flow.Candidate
+	// Pairs are the scores of the beaconing pairs (pair score at or above
+	// pair_threshold), best first.
+	Pairs []flow.PairScore
+}
+
+// Stats is a snapshot of the detector's size.
+type Stats struct {
+	// Pairs, Subscribers and Endpoints are the tracked entries.
+	Pairs, Subscribers, Endpoints int
+	// Bytes is the estimated memory of the state.
+	Bytes int64
+	// Evictions counts pairs evicted for the memory budget so far.
+	Evictions int64
+	// Watermark is the event-time watermark (zero before the first flow).
+	Watermark time.Time
+}
+
+// Detector is the streaming C&C detector. Create it with New.
+type Detector struct {
+	cfg   Config
+	log   *slog.Logger
+	met   *metrics
+	allow *Allowlist
+
+	started  bool
+	base     int64 // ms; stored times are offsets from it
+	maxStart int64 // newest flow start (absolute ms)
+	dataFrom int64 // oldest flow start accepted since the state began (ms)
+	nextEval int64 // end of the next window to evaluate (ms)
+	lowWater int64 // flows starting earlier are late (ms)
+	lastEval int64 // end of the last evaluated window (ms), 0 if none
+	// lastWs and lastWe bound the window being evaluated (ms).
+	lastWs, lastWe int64
+
+	subIdx  map[subKey]uint32
+	subs    []sub
+	subFree []uint32
+	epIdx   map[epKey]uint32
+	eps     []endpoint
+	epFree  []uint32
+	ps      []pair
+	psFree  []uint32
+	table   pairTable
+	small   pool
+	big     pool
+	npairs  int
+	sketchB int64 // bytes held by HyperLogLog sketches (estimate)
+
+	allowTexts []string
+	results    []Result
+	rng        *rand.Rand
+	ev         evalScratch
+
+	// Counters kept locally on the per-flow path and published to the
+	// metrics once per batch.
+	nObserved, nCont, nIgnored, nLate, nEvicted int64
+	evictedTotal                                int64
+}
+
+// New returns a detector. It does no I/O.
+func New(cfg Config, deps Deps) (*Detector, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("detect: invalid configuration: %w", err)
+	}
+	reg := deps.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("detect: register metrics: %w", err)
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d := &Detector{
+		cfg:    cfg,
+		log:    log.With("stage", "detect"),
+		met:    m,
+		allow:  deps.Allowlist,
+		subIdx: map[subKey]uint32{},
+		epIdx:  map[epKey]uint32{},
+		small:  pool{cap: smallBlock},
+		big:    pool{cap: cfg.SampleSize},
+		rng:    rand.New(rand.NewPCG(0x63636677, 0x6465746563)),
+	}
+	d.table.init(1024)
+	return d, nil
+}
+
+// Config returns the detector's configuration.
+func (d *Detector) Config() Config { return d.cfg }
+
+func (d *Detector) start(t int64) {
+	w, h := d.cfg.Window.Milliseconds(), d.cfg.Hop.Milliseconds()
+	d.started = true
+	d.base = t - w - h
+	d.maxStart = t
+	d.dataFrom = t
+	d.nextEval = floorDiv(t, h)*h + h
+	d.lowWater = d.nextEval - w
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}
+
+// maxOffset bounds stored offsets; beyond it the state is rebased.
+const maxOffset = 1 << 31
+
+// Observe adds a batch of flows. Only outbound flows of subscribers
+// (flow.KindSubscriber, flow.DirOutbound) count: a connection start is a
+// subscriber calling a remote endpoint. When the newest flow moves the
+// watermark past the end of a window, the window is evaluated before the
+// flow is added; its result waits in Results. Observe does not retain
+// flows and allocates only when the state grows.
+func (d *Detector) Observe(flows []flow.Pseudo) {
+	lateness := d.cfg.AllowedLateness.Milliseconds()
+	for i := range flows {
+		f := &flows[i]
+		if f.Kind != flow.KindSubscriber || f.Direction != flow.DirOutbound || f.Remote.IsZero() {
+			d.nIgnored++
+			continue
+		}
+		t := f.TimeStartMs
+		if !d.started {
+			d.start(t)
+		}
+		if t > d.maxStart {
+			d.maxStart = t
+			if t-lateness >= d.nextEval {
+				d.advance(t - lateness)
+			}
+		}
+		if t < d.lowWater || t-d.base >= 1<<32-1 {
+			d.nLate++
+			continue
+		}
+		d.observe(f, t)
+	}
+	d.publish()
+}
+
+// Advance moves the watermark to at least wm (for example the wall clock
+// minus the allowed lateness, when a partition is idle) and evaluates the
+// windows that end before it.
+func (d *Detector) Advance(wm time.Time) {
+	if !d.started {
+		return
+	}
+	if ms := wm.UnixMilli(); ms >= d.nextEval {
+		d.advance(ms)
+		d.publish()
+	}
+}
+
+// Flush evaluates every window due and then the partial window ending just
+// after the newest flow, as at the end of a replayed archive. Later flows
+// start new state after it.
+func (d *Detector) Flush() {
+	if !d.started {
+		return
+	}
+	end := d.maxStart + 1
+	if end > d.nextEval {
+		d.advance(end - 1)
+	}
+	if d.lastEval < end && d.maxStart >= d.lastEval {
+		d.evaluate(end)
+	}
+	d.publish()
+}
+
+// advance evaluates the windows ending at or before watermark wm.
+func (d *Detector) advance(wm int64) {
+	h, w := d.cfg.Hop.Milliseconds(), d.cfg.Window.Milliseconds()
+	for wm >= d.nextEval {
+		d.evaluate(d.nextEval)
+		d.nextEval += h
+		d.lowWater = d.nextEval - w
+		// After a gap in the data longer than a window the state is
+		// empty: jump to the boundary the watermark is in.
+		if d.npairs == 0 && wm-d.nextEval > w {
+			d.nextEval = floorDiv(wm, h)*h + h
+			d.lowWater = d.nextEval - w
+		}
+	}
+	d.met.watermark.Set(float64(wm) / 1000)
+}
+
+// observe adds one flow starting at t (absolute ms).
+func (d *Detector) observe(f *flow.Pseudo, t int64) {
+	s := d.subFor(f)
+	e := d.epFor(f)
+	if ep := &d.eps[e]; len(ep.sketches) > 0 {
+		d.sketchInsert(ep, t, d.subs[s].hash)
+	}
+	slot, ok := d.table.find(d.ps, s, e)
+	var pi uint32
+	if ok {
+		pi = d.table.slots[slot] - 1
+	} else {
+		if d.overBudget() {
+			d.evict()
+			slot, _ = d.table.find(d.ps, s, e)
+		}
+		pi = d.newPair(s, e, slot)
+	}
+	p := &d.ps[pi]
+	off := uint32(t - d.base)
+	endOff := off
+	if f.TimeEndMs > t {
+		endOff = uint32(min(f.TimeEndMs-d.base, 1<<32-1))
+	}
+	if t < d.dataFrom {
+		d.dataFrom = t
+	}
+	p.flows++
+	p.bytes += f.Bytes
+	if r := f.SamplingRate; r > uint32(p.rate) {
+		p.rate = uint16(min(r, 65535))
+	}
+	// A further record of a connection already seen (a router's active
+	// timeout splits long connections): same subscriber port, starting
+	// where the previous record ended.
+	if p.n > 0 && f.SubPort != 0 && f.SubPort == p.lastPort && off >= p.last && off <= p.lastEnd+continuationGapMs {
+		p.lastEnd = max(p.lastEnd, endOff)
+		d.nCont++
+		return
+	}
+	d.nObserved++
+	if p.n == 0 || off < p.first {
+		p.first = off
+	}
+	if off >= p.last {
+		p.last = off
+		p.lastEnd = endOff
+		p.lastPort = f.SubPort
+	}
+	d.addSample(p, off, encodeSize(f.Bytes))
+}
+
+// continuationGapMs is the largest pause between two records of one
+// connection (same subscriber port) for the second to count as its
+// continuation rather than a new connection.
+const continuationGapMs = 2000
+
+func (d *Detector) subFor(f *flow.Pseudo) uint32 {
+	k := subKey{p: f.Sub, epoch: f.Epoch}
+	if i, ok := d.subIdx[k]; ok {
+		return i
+	}
+	var i uint32
+	if n := len(d.subFree); n > 0 {
+		i = d.subFree[n-1]
+		d.subFree = d.subFree[:n-1]
+	} else {
+		i = uint32(len(d.subs))
+		d.subs = append(d.subs, sub{})
+	}
+	d.subs[i] = sub{key: k, hash: murmur3.Sum64(f.Sub[:])}
+	d.subIdx[k] = i
+	return i
+}
+
+func (d *Detector) epFor(f *flow.Pseudo) uint32 {
+	k := epKey{addr: f.Remote, port: f.RemotePort, proto: f.Proto}
+	i, ok := d.epIdx[k]
+	if !ok {
+		if n := len(d.epFree); n > 0 {
+			i = d.epFree[n-1]
+			d.epFree = d.epFree[:n-1]
+		} else {
+			i = uint32(len(d.eps))
+			d.eps = append(d.eps, endpoint{})
+		}
+		d.eps[i] = endpoint{key: k}
+		d.epIdx[k] = i
+	}
+	e := &d.eps[i]
+	// Enrichment: strings are interned by the enricher, so these are
+	// pointer comparisons in the common case.
+	if f.RemoteASN != 0 {
+		e.asn = f.RemoteASN
+	}
+	if f.RemoteASOrg != e.asOrg && f.RemoteASOrg != "" {
+		e.asOrg = f.RemoteASOrg
+	}
+	if f.RemoteCountry != e.country && f.RemoteCountry != "" {
+		e.country = f.RemoteCountry
+	}
+	if f.Provider != e.prov {
+		e.prov = f.Provider
+	}
+	if f.Intel != e.intl {
+		e.intl = f.Intel
+	}
+	return i
+}
+
+func (d *Detector) newPair(s, e uint32, slot uint64) uint32 {
+	var pi uint32
+	if n := len(d.psFree); n > 0 {
+		pi = d.psFree[n-1]
+		d.psFree = d.psFree[:n-1]
+	} else {
+		pi = uint32(len(d.ps))
+		d.ps = append(d.ps, pair{})
+	}
+	ep := &d.eps[e]
+	d.ps[pi] = pair{sub: s, ep: e, cap: inlineSamples, flags: pairLive, next: ep.head}
+	if ep.head != 0 {
+		d.ps[ep.head-1].prev = pi + 1
+	}
+	ep.head = pi + 1
+	ep.npairs++
+	d.subs[s].pairs++
+	d.table.insertAt(slot, pi)
+	d.npairs++
+	if d.table.n*2 > len(d.table.slots) {
+		d.table.grow(d.ps)
+	}
+	if int(ep.npairs) == d.cfg.FanInExact+1 && len(ep.sketches) == 0 {
+		d.startSketches(ep, e)
+	}
+	return pi
+}
+
+// deletePair frees a pair. Its subscriber and endpoint entries stay until
+// the next evaluation collects unused ones.
+func (d *Detector) deletePair(pi uint32) {
+	p := &d.ps[pi]
+	if p.flags&pairLive == 0 {
+		return
+	}
+	d.table.remove(d.ps, pi)
+	ep := &d.eps[p.ep]
+	if p.prev != 0 {
+		d.ps[p.prev-1].next = p.next
+	} else {
+		ep.head = p.next
+	}
+	if p.next != 0 {
+		d.ps[p.next-1].prev = p.prev
+	}
+	ep.npairs--
+	d.subs[p.sub].pairs--
+	d.releaseBlock(p)
+	*p = pair{}
+	d.psFree = append(d.psFree, pi)
+	d.npairs--
+}
+
+// samples returns the pair's sample (sorted by start), len p.n.
+func (d *Detector) samples(p *pair) ([]uint32, []uint16) {
+	switch {
+	case p.block == 0:
+		return p.starts[:p.n], p.sizes[:p.n]
+	case int(p.cap) == smallBlock:
+		s, z := d.small.block(p.block - 1)
+		return s[:p.n], z[:p.n]
+	default:
+		s, z := d.big.block(p.block - 1)
+		return s[:p.n], z[:p.n]
+	}
+}
+
+func (d *Detector) releaseBlock(p *pair) {
+	if p.block == 0 {
+		return
+	}
+	if int(p.cap) == smallBlock {
+		d.small.release(p.block - 1)
+	} else {
+		d.big.release(p.block - 1)
+	}
+	p.block = 0
+}
+
+// addSample inserts a connection start in order, growing the storage
+// from inline to a small block to a full block, and dropping the oldest
+// start once full.
+func (d *Detector) addSample(p *pair, off uint32, size uint16) {
+	if int(p.n) == int(p.cap) && int(p.cap) < d.cfg.SampleSize {
+		s, z := d.samples(p)
+		var nb uint32
+		var ns []uint32
+		var nz []uint16
+		ncap := smallBlock
+		if int(p.cap) == smallBlock {
+			ncap = d.cfg.SampleSize
+		}
+		if ncap == smallBlock {
+			nb = d.small.alloc()
+			ns, nz = d.small.block(nb)
+		} else {
+			nb = d.big.alloc()
+			ns, nz = d.big.block(nb)
+		}
+		copy(ns, s)
+		copy(nz, z)
+		d.releaseBlock(p)
+		p.block = nb + 1
+		p.cap = uint8(ncap)
+	}
+	s, z := d.samples(p)
+	if int(p.n) == int(p.cap) {
+		if off < s[0] {
+			return // older than everything kept
+		}
+		copy(s, s[1:])
+		copy(z, z[1:])
+		p.n--
+	}
+	s, z = s[:p.n+1], z[:p.n+1]
+	i := int(p.n)
+	for i > 0 && s[i-1] > off {
+		s[i], z[i] = s[i-1], z[i-1]
+		i--
+	}
+	s[i], z[i] = off, size
+	p.n++
+}
+
+// Bytes estimates the memory held by the state.
+func (d *Detector) Bytes() int64 {
+	return int64(cap(d.ps))*pairBytes + int64(cap(d.psFree))*4 +
+		int64(len(d.table.slots))*4 +
+		d.small.bytes() + d.big.bytes() +
+		int64(len(d.subs))*subBytes + int64(len(d.eps))*epBytes +
+		d.sketchB
+}
+
+func (d *Detector) overBudget() bool {
+	if d.cfg.MaxPairs > 0 && d.npairs >= d.cfg.MaxPairs {
+		return true
+	}
+	// Checking bytes on every new pair would cost; the estimate moves in
+	// steps when slices grow, so checking every 64 new pairs suffices.
+	if d.cfg.MaxBytes > 0 && d.npairs&63 == 0 && d.Bytes() >= d.cfg.MaxBytes {
+		return true
+	}
+	return false
+}
+
+// evict frees one pair, chosen among a few random tracked pairs: the one
+// idle longest with the lowest last score (allowlisted pairs first). This
+// approximates "idle, low-score pairs first" at constant cost.
+func (d *Detector) evict() {
+	if d.npairs == 0 {
+		return
+	}
+	w := float64(d.cfg.Window.Milliseconds())
+	now := float64(d.maxStart - d.base)
+	best, bestPrio := uint32(0), math.Inf(1)
+	for tries, found := 0, 0; found < 8 && tries < 64; tries++ {
+		pi := uint32(d.rng.IntN(len(d.ps)))
+		p := &d.ps[pi]
+		if p.flags&pairLive == 0 {
+			continue
+		}
+		found++
+		idle := min(1, max(0, (now-float64(p.last))/w))
+		prio := float64(p.score)/250 + (1 - idle)
+		if p.flags&pairAllowed != 0 {
+			prio -= 2
+		}
+		if prio < bestPrio {
+			best, bestPrio = pi, prio
+		}
+	}
+	if math.IsInf(bestPrio, 1) {
+		// Sparse slab: scan for any live pair.
+		for pi := range d.ps {
+			if d.ps[pi].flags&pairLive != 0 {
+				best = uint32(pi)
+				break
+			}
+		}
+	}
+	d.deletePair(best)
+	d.nEvicted++
+}
+
+// publish moves the local counters into the metrics.
+func (d *Detector) publish() {
+	if d.nObserved > 0 {
+		d.met.flows.WithLabelValues(resultObserved).Add(float64(d.nObserved))
+	}
+	if d.nCont > 0 {
+		d.met.flows.WithLabelValues(resultContinuation).Add(float64(d.nCont))
+	}
+	if d.nIgnored > 0 {
+		d.met.flows.WithLabelValues(resultIgnored).Add(float64(d.nIgnored))
+	}
+	if d.nLate > 0 {
+		d.met.flows.WithLabelValues(resultLate).Add(float64(d.nLate))
+	}
+	if d.nEvicted > 0 {
+		d.met.evictions.Add(float64(d.nEvicted))
+		d.evictedTotal += d.nEvicted
+	}
+	d.nObserved, d.nCont, d.nIgnored, d.nLate, d.nEvicted = 0, 0, 0, 0, 0
+	d.met.pairs.Set(float64(d.npairs))
+	d.met.bytes.Set(float64(d.Bytes()))
+	d.met.endpoints.Set(float64(len(d.eps) - len(d.epFree)))
+}
+
+// Results returns the windows evaluated since the last call, oldest first,
+// and forgets them.
+func (d *Detector) Results() []Result {
+	r := d.results
+	d.results = nil
+	return r
+}
+
+// Stats returns the size of the state.
+func (d *Detector) Stats() Stats {
+	s := Stats{
+		Pairs:       d.npairs,
+		Subscribers: len(d.subs) - len(d.subFree),
+		Endpoints:   len(d.eps) - len(d.epFree),
+		Bytes:       d.Bytes(),
+		Evictions:   d.evictedTotal + d.nEvicted,
+	}
+	if d.started {
+		s.Watermark = time.UnixMilli(d.maxStart - d.cfg.AllowedLateness.Milliseconds()).UTC()
+	}
+	return s
+}

@@ -1,0 +1,713 @@
+package detect
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ccflow/ccflow/flow"
+)
+
+// evalScratch holds buffers reused by every evaluation.
+type evalScratch struct {
+	fs          fitScratch
+	starts      []uint32
+	sizes       []float64
+	gaps        []float64
+	pooled      []float64
+	pooledSizes []float64
+	elig        []eligible
+	eps         []epEval
+	order       []int32
+}
+
+// eligible is a pair with enough connections in the window to be scored.
+type eligible struct {
+	pi       uint32
+	conns    int
+	fit      periodFit
+	tm       timing
+	size     float64
+	count    float64
+	coverage float64
+	score    float64 // beacon score at the pair's own period
+	disc     float64 // fan-out discount of its subscriber
+}
+
+// epEval collects one endpoint's window totals.
+type epEval struct {
+	ei          uint32
+	lo, hi      int // its eligible pairs: ev.elig[lo:hi]
+	subs        int // distinct subscribers in the window (fan-in)
+	flows       int64
+	bytes       uint64
+	first, last uint32
+	rate        uint16
+}
+
+// beaconScore combines the components of a pair (or pooled) beacon score.
+// Regularity weighs the interval dispersion most, then the period fit,
+// then skew and size regularity; the connection count scales it down when
+// evidence is thin, and coverage when the connections span less than half
+// of the data in the window (bursts).
+func beaconScore(tm timing, size, count, coverage float64) float64 {
+	reg := 0.15*tm.Skew + 0.4*tm.MADM + 0.3*tm.Period + 0.15*size
+	return clamp01(count * reg * min(1, 2*coverage))
+}
+
+// fanInScore turns a weighted count b of subscribers beaconing with the
+// endpoint's period into a score, 1 - exp(-(b-1)^2/4): 0 for one, 0.22
+// for two (a household's two devices running one app), 0.63 for three,
+// 0.89 for four, 0.98 for five; then scaled by the square root of the
+// beaconing share of all subscribers that reached the endpoint, and by
+// 1 - popularity.
+func fanInScore(beaconing float64, share, popularity float64) float64 {
+	if beaconing <= 1 {
+		return 0
+	}
+	b := beaconing - 1
+	return clamp01((1 - math.Exp(-b*b/4)) * math.Sqrt(clamp01(share)) * (1 - popularity))
+}
+
+// beaconCeiling caps what timing alone contributes to the combined score:
+// one regular subscriber is never certain C&C (software updaters, pollers
+// and IoT devices beacon too); fan-in and intel raise the score beyond it.
+const beaconCeiling = 0.9
+
+// popularityScore is 0 below the minimum and reaches 1 when the baseline
+// is PopularShare of the active subscribers.
+func (d *Detector) popularityScore(baseline float64, active int) float64 {
+	if baseline < float64(d.cfg.PopularMinSubscribers) || active <= 0 {
+		return 0
+	}
+	return clamp01(baseline / float64(active) / d.cfg.PopularShare)
+}
+
+// offsetClamp converts an absolute time to a stored offset, clamped to the
+// uint32 range.
+func (d *Detector) offsetClamp(t int64) uint32 {
+	return uint32(max(0, min(t-d.base, 1<<32-1)))
+}
+
+// windowStarts collects the pair's connection starts in [lo, hi), merging
+// starts closer than MinPeriod (retries, parallel connections), and their
+// sizes; it returns the starts (offsets) and fills ev.sizes.
+func (d *Detector) windowStarts(p *pair, lo, hi uint32) []uint32 {
+	ev := &d.ev
+	ev.starts, ev.sizes = ev.starts[:0], ev.sizes[:0]
+	minGap := uint32(d.cfg.MinPeriod.Milliseconds())
+	s, z := d.samples(p)
+	for i, t := range s {
+		if t < lo || t >= hi {
+			continue
+		}
+		if n := len(ev.starts); n > 0 && t-ev.starts[n-1] < minGap {
+			continue
+		}
+		ev.starts = append(ev.starts, t)
+		ev.sizes = append(ev.sizes, decodeSize(z[i]))
+	}
+	return ev.starts
+}
+
+func gapsOf(starts []uint32, dst []float64) []float64 {
+	dst = dst[:0]
+	for i := 1; i < len(starts); i++ {
+		dst = append(dst, float64(starts[i]-starts[i-1])/1000)
+	}
+	return dst
+}
+
+// maxBeats bounds k in the period search: a few beats for unsampled data,
+// more under sampling, where the smallest observed gaps span several.
+func maxBeats(rate uint16) int { return min(64, 6+2*int(max(1, rate))) }
+
+func (d *Detector) tol() float64 { return d.cfg.PeriodTolerance }
+
+// fitAt measures how well gaps fit a given period.
+func fitAt(gaps []float64, p, tol float64) periodFit {
+	if p <= 0 || len(gaps) == 0 {
+		return periodFit{}
+	}
+	var in int
+	var sumK float64
+	for _, g := range gaps {
+		k := beats(g, p)
+		sumK += k
+		if math.Abs(g/p-k) <= tol {
+			in++
+		}
+	}
+	return periodFit{Period: p, Inliers: float64(in) / float64(len(gaps)), MeanBeats: sumK / float64(len(gaps))}
+}
+
+// evaluate scores the window ending at we (absolute ms) and appends its
+// Result, then expires state that the next window no longer covers.
+func (d *Detector) evaluate(we int64) {
+	began := time.Now()
+	cfg := &d.cfg
+	ws := we - cfg.Window.Milliseconds()
+	d.lastWs, d.lastWe = ws, we
+	lo, hi := d.offsetClamp(ws), d.offsetClamp(we)
+	spanFrom := max(ws, d.dataFrom)
+	spanTo := min(we, d.maxStart+1)
+	span := float64(max(1, spanTo-spanFrom)) / 1000
+	minP, maxP := cfg.MinPeriod.Seconds(), cfg.MaxPeriod.Seconds()
+	tol := d.tol()
+	ev := &d.ev
+	ev.elig, ev.eps = ev.elig[:0], ev.eps[:0]
+	for i := range d.subs {
+		d.subs[i].beacons = 0
+	}
+	active := len(d.subs) - len(d.subFree)
+
+	// Pass 1: window totals per endpoint, and pair scores.
+	for ei := range d.eps {
+		ep := &d.eps[ei]
+		if ep.head == 0 {
+			continue
+		}
+		e := epEval{ei: uint32(ei), lo: len(ev.elig), first: math.MaxUint32}
+		for pi := ep.head; pi != 0; pi = d.ps[pi-1].next {
+			p := &d.ps[pi-1]
+			if p.last < lo || p.first >= hi {
+				p.score = 0
+				continue
+			}
+			e.subs++
+			e.flows += int64(p.flows)
+			e.bytes += p.bytes
+			e.first = min(e.first, max(p.first, lo))
+			e.last = max(e.last, min(p.last, hi-1))
+			e.rate = max(e.rate, p.rate)
+			starts := d.windowStarts(p, lo, hi)
+			if len(starts) < minPooled {
+				p.score = 0
+				continue
+			}
+			el := d.scorePair(p, starts, span, minP, maxP, tol)
+			el.pi = pi - 1
+			ev.elig = append(ev.elig, el)
+			p.score = uint8(el.score * 250)
+		}
+		e.hi = len(ev.elig)
+		if len(ep.sketches) > 0 {
+			e.subs = max(e.subs, d.sketchFanIn(ep, ws, we))
+		}
+		if e.subs > 0 {
+			ev.eps = append(ev.eps, e)
+		}
+	}
+
+	// Pass 2: each subscriber's beaconing endpoints (fan-out), and the
+	// discounts that follow from them.
+	d.fanOut()
+
+	// Pass 3: endpoint scores, candidates, pair scores.
+	res := Result{WindowStart: time.UnixMilli(ws).UTC(), WindowEnd: time.UnixMilli(we).UTC()}
+	for i := range ev.eps {
+		e := &ev.eps[i]
+		ep := &d.eps[e.ei]
+		pop := 0.0
+		if ep.hasBase {
+			pop = d.popularityScore(float64(ep.baseline), active)
+		} else {
+			pop = d.popularityScore(float64(e.subs), active)
+		}
+		if e.hi > e.lo {
+			if c, ok := d.scoreEndpoint(e, pop, span, minP, maxP, tol, &res); ok {
+				res.Candidates = append(res.Candidates, c)
+			}
+		}
+		// Popularity baseline: a slowly decaying average of fan-in.
+		a := math.Pow(0.5, cfg.Hop.Seconds()/cfg.PopularityHalfLife.Seconds())
+		if ep.hasBase {
+			ep.baseline = float32(float64(ep.baseline)*a + float64(e.subs)*(1-a))
+		} else {
+			ep.baseline, ep.hasBase = float32(e.subs), true
+		}
+	}
+	slices.SortStableFunc(res.Candidates, func(a, b flow.Candidate) int {
+		if (a.Suppressed == "") != (b.Suppressed == "") {
+			if a.Suppressed == "" {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(b.Score, a.Score)
+	})
+	slices.SortStableFunc(res.Pairs, func(a, b flow.PairScore) int { return cmp.Compare(b.Score, a.Score) })
+	d.results = append(d.results, res)
+	d.lastEval = we
+	d.met.windows.Inc()
+	for _, c := range res.Candidates {
+		if c.Suppressed != "" {
+			d.met.candidates.WithLabelValues("suppressed").Inc()
+		} else {
+			d.met.candidates.WithLabelValues("reported").Inc()
+		}
+	}
+	d.expire(we + cfg.Hop.Milliseconds() - cfg.Window.Milliseconds())
+	d.met.evalSeconds.Observe(time.Since(began).Seconds())
+	d.log.Debug("window evaluated", "window_end", res.WindowEnd, "candidates", len(res.Candidates), "pairs", d.npairs)
+}
+
+// minPooled is the least number of connections for a pair's intervals to
+// join its endpoint's pooled period estimate (pairs below MinConnections
+// are not scored alone).
+const minPooled = 3
+
+// fanOut counts, per subscriber, the beaconing pairs to endpoints that no
+// allowlist covers, and sets each scored pair's discount: 1/m for m
+// beaconing endpoints of the subscriber with about the same period (one
+// application polling several servers on one timer: a web page's
+// refresh, a peer-to-peer client), times FanOutFree/n when the subscriber
+// beacons to n > FanOutFree endpoints in all.
+func (d *Detector) fanOut() {
+	ev := &d.ev
+	idx := ev.order[:0]
+	for i := range ev.elig {
+		el := &ev.elig[i]
+		el.disc = 1
+		p := &d.ps[el.pi]
+		if el.score >= d.cfg.PairThreshold && d.allowVerdict(p.ep) == "" {
+			d.subs[p.sub].beacons++
+			idx = append(idx, int32(i))
+		}
+	}
+	slices.SortFunc(idx, func(a, b int32) int {
+		ea, eb := &ev.elig[a], &ev.elig[b]
+		if c := cmp.Compare(d.ps[ea.pi].sub, d.ps[eb.pi].sub); c != 0 {
+			return c
+		}
+		return cmp.Compare(ea.fit.Period, eb.fit.Period)
+	})
+	for lo := 0; lo < len(idx); {
+		s := d.ps[ev.elig[idx[lo]].pi].sub
+		hi := lo
+		for hi < len(idx) && d.ps[ev.elig[idx[hi]].pi].sub == s {
+			hi++
+		}
+		all := hi - lo
+		for i := lo; i < hi; i++ {
+			el := &ev.elig[idx[i]]
+			same := 0
+			for j := lo; j < hi; j++ {
+				if within(ev.elig[idx[j]].fit.Period, el.fit.Period, 0.05) {
+					same++
+				}
+			}
+			el.disc = 1 / float64(max(1, same))
+			if all > d.cfg.FanOutFree {
+				el.disc *= float64(d.cfg.FanOutFree) / float64(all)
+			}
+		}
+		lo = hi
+	}
+	ev.order = idx
+}
+
+// fullGaps is the number of gaps at which the count component reaches 1,
+// at a sampling rate: under 1:N sampling a beacon yields N times fewer
+// observations over the same time, but each spans about N beats and so
+// tests the schedule over a longer stretch; the requirement falls with
+// the square root of N.
+func (d *Detector) fullGaps(rate uint16) int {
+	full := float64(d.cfg.FullConnections-1) / math.Sqrt(float64(max(1, rate)))
+	return max(d.cfg.MinConnections-1, int(math.Round(full)))
+}
+
+// scorePair scores one pair at its own period.
+func (d *Detector) scorePair(p *pair, starts []uint32, span, minP, maxP, tol float64) eligible {
+	ev := &d.ev
+	ev.gaps = gapsOf(starts, ev.gaps)
+	el := eligible{conns: len(starts)}
+	el.fit = fitPeriod(ev.gaps, minP, maxP, tol, maxBeats(p.rate), &ev.fs)
+	el.tm = scoreTiming(ev.gaps, el.fit, tol, &ev.fs)
+	el.size = sizeScore(ev.sizes, &ev.fs)
+	el.count = countScore(len(ev.gaps), d.cfg.MinConnections-1, d.fullGaps(p.rate))
+	lo, hi := d.offsetClamp(d.lastWs), d.offsetClamp(d.lastWe)
+	el.coverage = clamp01(float64(min(p.last, hi-1)-max(p.first, lo)) / 1000 / span)
+	el.score = beaconScore(el.tm, el.size, el.count, el.coverage)
+	return el
+}
+
+// scoreEndpoint scores an endpoint with eligible pairs. It returns the
+// candidate and whether it reaches the threshold; beaconing pairs' scores
+// go to res.Pairs.
+func (d *Detector) scoreEndpoint(e *epEval, pop, span, minP, maxP, tol float64, res *Result) (flow.Candidate, bool) {
+	cfg := &d.cfg
+	ev := &d.ev
+	ep := &d.eps[e.ei]
+	E := ev.elig[e.lo:e.hi]
+	lo, hi := d.offsetClamp(res.WindowStart.UnixMilli()), d.offsetClamp(res.WindowEnd.UnixMilli())
+	suppressed := d.allowVerdict(e.ei)
+
+	top := 0
+	for i := range E {
+		if E[i].score*E[i].disc > E[top].score*E[top].disc {
+			top = i
+		}
+	}
+	best := E[top]
+	bestScore := best.score * best.disc
+	chosen := struct {
+		fit                       periodFit
+		tm                        timing
+		size, count, coverage     float64
+		pooled                    bool
+		conns                     int64
+		beaconing                 int
+		weighted, discount, score float64
+	}{fit: best.fit, tm: best.tm, size: best.size, count: best.count, coverage: best.coverage, conns: int64(d.ps[best.pi].flows), discount: best.disc, score: bestScore}
+	if best.score >= cfg.PairThreshold {
+		chosen.beaconing, chosen.weighted = 1, best.disc
+	}
+
+	if len(E) >= 2 {
+		// Pool the intervals of every eligible pair: subscribers running
+		// the same bot share its period even when each alone has few
+		// connections (as under sampling).
+		ev.pooled, ev.pooledSizes = ev.pooled[:0], ev.pooledSizes[:0]
+		var covMax float64
+		var conns int64
+		for i := range E {
+			starts := d.windowStarts(&d.ps[E[i].pi], lo, hi)
+			ev.pooled = append(ev.pooled, gapsOf(starts, ev.gaps)...)
+			ev.pooledSizes = append(ev.pooledSizes, ev.sizes...)
+			covMax = max(covMax, E[i].coverage)
+			conns += int64(d.ps[E[i].pi].flows)
+		}
+		pfit := fitPeriod(ev.pooled, minP, maxP, tol, maxBeats(e.rate), &ev.fs)
+		ptm := scoreTiming(ev.pooled, pfit, tol, &ev.fs)
+		psize := sizeScore(ev.pooledSizes, &ev.fs)
+		pcount := countScore(len(ev.pooled), cfg.MinConnections-1, d.fullGaps(e.rate))
+		// Which subscribers beacon with the pooled period?
+		var beaconing int
+		var weighted, discSum float64
+		for i := range E {
+			starts := d.windowStarts(&d.ps[E[i].pi], lo, hi)
+			ev.gaps = gapsOf(starts, ev.gaps)
+			if d.beaconsWith(&E[i], ev.gaps, pfit.Period) {
+				beaconing++
+				weighted += E[i].disc
+				discSum += E[i].disc
+			}
+		}
+		if beaconing >= 2 {
+			disc := discSum / float64(beaconing)
+			ps := beaconScore(ptm, psize, pcount, covMax) * disc
+			if ps >= chosen.score || beaconing > chosen.beaconing {
+				chosen.fit, chosen.tm, chosen.size, chosen.count, chosen.coverage = pfit, ptm, psize, pcount, covMax
+				chosen.pooled, chosen.conns, chosen.discount = true, conns, disc
+				chosen.score = max(ps, chosen.score)
+			}
+			chosen.beaconing, chosen.weighted = beaconing, weighted
+		}
+	}
+
+	share := float64(chosen.beaconing) / float64(max(1, e.subs))
+	fan := fanInScore(chosen.weighted, share, pop)
+	score := 1 - (1-beaconCeiling*chosen.score)*(1-fan)
+	score *= 1 - 0.5*pop
+	if ep.prov != "" {
+		score *= 1 - cfg.ProviderDiscount
+	}
+	if ep.intl != "" {
+		score += (1 - score) * cfg.IntelBoost
+	}
+	score = clamp01(score)
+
+	// Pair scores of the beaconing pairs, for drill-down.
+	if suppressed == "" {
+		for i := range E {
+			if E[i].score*E[i].disc < cfg.PairThreshold {
+				continue
+			}
+			p := &d.ps[E[i].pi]
+			s := &d.subs[p.sub]
+			res.Pairs = append(res.Pairs, flow.PairScore{
+				WindowStart: res.WindowStart, WindowEnd: res.WindowEnd,
+				Epoch: s.key.epoch, Sub: s.key.p,
+				RemoteAddr: ep.key.addr.Netip(), RemotePort: ep.key.port, Proto: flow.IPProto(ep.key.proto),
+				Score: round3(E[i].score * E[i].disc),
+				Components: flow.Components{
+					Beacon: round3(E[i].score), Skew: round3(E[i].tm.Skew), MADM: round3(E[i].tm.MADM),
+					Size: round3(E[i].size), Count: round3(E[i].count), Coverage: round3(E[i].coverage),
+					Period: round3(E[i].tm.Period),
+				},
+				PeriodS: round3(E[i].fit.Period), JitterS: round3(E[i].tm.Jitter),
+				Flows: int64(p.flows), Bytes: p.bytes,
+				FirstSeen: d.timeOf(max(p.first, lo)), LastSeen: d.timeOf(min(p.last, hi-1)),
+				SamplingRate: uint32(max(1, p.rate)), ModelVersion: ModelVersion,
+			})
+		}
+	}
+	if score < cfg.Threshold {
+		return flow.Candidate{}, false
+	}
+	c := flow.Candidate{
+		RemoteAddr: ep.key.addr.Netip(), RemotePort: ep.key.port, Proto: flow.IPProto(ep.key.proto),
+		WindowStart: res.WindowStart, WindowEnd: res.WindowEnd,
+		Score: round3(score),
+		Components: flow.Components{
+			Beacon: round3(chosen.score), Skew: round3(chosen.tm.Skew), MADM: round3(chosen.tm.MADM),
+			Size: round3(chosen.size), Count: round3(chosen.count), Coverage: round3(chosen.coverage),
+			Period: round3(chosen.tm.Period), FanIn: round3(fan), Popularity: round3(pop),
+		},
+		PeriodS: round3(chosen.fit.Period), JitterS: round3(chosen.tm.Jitter),
+		Subscribers: e.subs, BeaconingSubscribers: chosen.beaconing,
+		Flows: e.flows, Bytes: e.bytes, SamplingRate: uint32(max(1, e.rate)),
+		FirstSeen: d.timeOf(e.first), LastSeen: d.timeOf(e.last),
+		Suppressed: suppressed,
+		ASN:        ep.asn, ASOrg: ep.asOrg, Country: ep.country,
+		Intel:        splitIntel(ep.intl),
+		ModelVersion: ModelVersion,
+	}
+	if ep.intl != "" {
+		c.Components.Intel = 1
+	}
+	if ep.prov != "" {
+		c.Components.Provider = 1
+	}
+	c.Explanation = explain(&c, ep.prov, chosen.conns, chosen.fit.Inliers, chosen.discount, chosen.pooled, span)
+	return c, true
+}
+
+// beaconsWith says whether a pair beacons with period p. A pair with
+// enough connections to be scored alone does when its own period is
+// within 10% of p and its own score reaches the pair threshold, or when
+// the regularity of its intervals and sizes at p (its beacon score without
+// the count component: the evidence is pooled across subscribers) does. A
+// thinner pair does when it has at least two intervals and every one is
+// within half the tolerance of a whole number of periods (chance alone
+// does that for two intervals about 6% of the time).
+func (d *Detector) beaconsWith(el *eligible, gaps []float64, p float64) bool {
+	tol := d.tol()
+	if el.conns >= d.cfg.MinConnections {
+		if el.score >= d.cfg.PairThreshold && within(el.fit.Period, p, 0.1) {
+			return true
+		}
+		f := fitAt(gaps, p, tol)
+		tm := scoreTiming(gaps, f, tol, &d.ev.fs)
+		return beaconScore(tm, el.size, 1, el.coverage) >= d.cfg.PairThreshold
+	}
+	if len(gaps) < 2 {
+		return false
+	}
+	return fitAt(gaps, p, tol/2).Inliers == 1
+}
+
+func within(a, b, rel float64) bool { return b > 0 && math.Abs(a-b) <= rel*b }
+
+func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
+
+func (d *Detector) timeOf(off uint32) time.Time { return time.UnixMilli(d.base + int64(off)).UTC() }
+
+func splitIntel(s string) []string {
+	if s == "" {
+		return nil
+	}
+	var out []string
+	for _, n := range strings.Split(s, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// allowVerdict returns (and caches) the allowlist rule that covers an
+// endpoint, or "".
+func (d *Detector) allowVerdict(ei uint32) string {
+	ep := &d.eps[ei]
+	if ep.allowed == 0 {
+		ep.allowed = -1
+		if m := d.allow.Match(ep.key.addr, ep.key.port, ep.key.proto); m != "" {
+			i := slices.Index(d.allowTexts, m)
+			if i < 0 {
+				i = len(d.allowTexts)
+				d.allowTexts = append(d.allowTexts, m)
+			}
+			ep.allowed = int32(i + 1)
+		}
+	}
+	if ep.allowed < 0 {
+		return ""
+	}
+	return d.allowTexts[ep.allowed-1]
+}
+
+// explain writes the human-readable explanation of a candidate.
+func explain(c *flow.Candidate, provider string, conns int64, inliers, discount float64, pooled bool, span float64) string {
+	var b strings.Builder
+	ep := netip.AddrPortFrom(c.RemoteAddr, c.RemotePort).String() + "/" + c.Proto.String()
+	fmt.Fprintf(&b, "%s is called every %s (jitter %s)", ep, secs(c.PeriodS), secs(c.JitterS))
+	who := "1 subscriber"
+	if c.BeaconingSubscribers > 1 {
+		who = fmt.Sprintf("%d of its %d subscribers on the same schedule", c.BeaconingSubscribers, c.Subscribers)
+	} else if c.Subscribers > 1 {
+		who = fmt.Sprintf("1 of its %d subscribers", c.Subscribers)
+	}
+	active := c.LastSeen.Sub(c.FirstSeen).Round(time.Second)
+	fmt.Fprintf(&b, " by %s: %d connections over %s (%.0f%% of the data in the window)", who, conns, active, 100*min(1, c.Components.Coverage))
+	fmt.Fprintf(&b, "; intervals %s (%.0f%% fit the period, dispersion %.2f, skew %.2f), flow sizes %s (%.2f)",
+		level(c.Components.MADM), 100*inliers, c.Components.MADM, c.Components.Skew, level(c.Components.Size), c.Components.Size)
+	if c.Components.Count < 1 {
+		fmt.Fprintf(&b, "; few connections (count %.2f)", c.Components.Count)
+	}
+	if pooled {
+		b.WriteString("; period estimated from the pooled intervals of all its subscribers")
+	}
+	if c.Components.FanIn > 0 {
+		fmt.Fprintf(&b, "; fan-in %.2f", c.Components.FanIn)
+	}
+	if c.SamplingRate > 1 {
+		fmt.Fprintf(&b, "; scores assume 1:%d sampling", c.SamplingRate)
+	}
+	if discount < 1 {
+		fmt.Fprintf(&b, "; its subscriber beacons to many endpoints (fan-out discount x%.2f)", discount)
+	}
+	if c.Components.Popularity > 0 {
+		fmt.Fprintf(&b, "; popular endpoint lowers the score (popularity %.2f)", c.Components.Popularity)
+	}
+	if provider != "" {
+		fmt.Fprintf(&b, "; provider class %s lowers the score", provider)
+	}
+	if len(c.Intel) > 0 {
+		fmt.Fprintf(&b, "; listed on threat intel: %s", strings.Join(c.Intel, ", "))
+	}
+	if c.Suppressed != "" {
+		fmt.Fprintf(&b, "; suppressed by allowlist %s", c.Suppressed)
+	}
+	return b.String()
+}
+
+func level(v float64) string {
+	switch {
+	case v >= 0.9:
+		return "very regular"
+	case v >= 0.7:
+		return "regular"
+	case v >= 0.4:
+		return "somewhat regular"
+	}
+	return "irregular"
+}
+
+// secs formats seconds compactly: "11.5 s", "2 min 5 s" style is avoided
+// in favour of one unit.
+func secs(s float64) string {
+	switch {
+	case s >= 3600:
+		return strconv.FormatFloat(s/3600, 'f', 2, 64) + " h"
+	case s >= 120:
+		return strconv.FormatFloat(s/60, 'f', 1, 64) + " min"
+	case s >= 10:
+		return strconv.FormatFloat(s, 'f', 1, 64) + " s"
+	}
+	return strconv.FormatFloat(s, 'f', 2, 64) + " s"
+}
+
+// expire drops what the window starting at nextWs (absolute ms) no longer
+// covers: pairs idle since before it, older samples, and subscribers and
+// endpoints left without pairs (endpoints keep their popularity baseline
+// while it is worth keeping). It also rebases stored times when needed.
+func (d *Detector) expire(nextWs int64) {
+	lo := d.offsetClamp(nextWs)
+	for pi := range d.ps {
+		p := &d.ps[pi]
+		if p.flags&pairLive == 0 {
+			continue
+		}
+		if p.last < lo {
+			d.deletePair(uint32(pi))
+			continue
+		}
+		if p.first < lo {
+			// Pro-rate the counters to the part of the pair's life that
+			// is still in the window.
+			frac := float64(p.last-lo) / float64(max(1, p.last-p.first))
+			p.flows = uint32(math.Ceil(float64(p.flows) * frac))
+			p.bytes = uint64(float64(p.bytes) * frac)
+			p.first = lo
+			s, z := d.samples(p)
+			k := 0
+			for k < len(s) && s[k] < lo {
+				k++
+			}
+			if k > 0 {
+				copy(s, s[k:])
+				copy(z, z[k:])
+				p.n -= uint8(k)
+			}
+			if p.n > 0 {
+				p.first = s[0]
+			}
+		}
+	}
+	for si := range d.subs {
+		s := &d.subs[si]
+		if s.pairs == 0 && s.hash != 0 {
+			delete(d.subIdx, s.key)
+			*s = sub{}
+			d.subFree = append(d.subFree, uint32(si))
+		}
+	}
+	keep := float32(d.cfg.PopularMinSubscribers) / 2
+	decay := float32(math.Pow(0.5, d.cfg.Hop.Seconds()/d.cfg.PopularityHalfLife.Seconds()))
+	for ei := range d.eps {
+		ep := &d.eps[ei]
+		if ep.key == (epKey{}) {
+			continue // free slot
+		}
+		if ep.npairs == 0 && ep.hasBase {
+			ep.baseline *= decay
+		}
+		if ep.npairs == 0 && (!ep.hasBase || ep.baseline < keep) {
+			d.dropSketches(ep)
+			delete(d.epIdx, ep.key)
+			*ep = endpoint{}
+			d.epFree = append(d.epFree, uint32(ei))
+			continue
+		}
+		if len(ep.sketches) > 0 && int(ep.npairs) <= d.cfg.FanInExact/2 {
+			d.dropSketches(ep)
+		}
+	}
+	if d.maxStart-d.base > maxOffset {
+		d.rebase(nextWs - d.cfg.Hop.Milliseconds())
+	}
+}
+
+// rebase moves the time origin forward to nb (absolute ms), which must be
+// before every time still relevant.
+func (d *Detector) rebase(nb int64) {
+	delta := nb - d.base
+	if delta <= 0 {
+		return
+	}
+	sub := func(v uint32) uint32 {
+		if int64(v) < delta {
+			return 0
+		}
+		return uint32(int64(v) - delta)
+	}
+	for pi := range d.ps {
+		p := &d.ps[pi]
+		if p.flags&pairLive == 0 {
+			continue
+		}
+		p.first, p.last, p.lastEnd = sub(p.first), sub(p.last), sub(p.lastEnd)
+		s, _ := d.samples(p)
+		for i := range s {
+			s[i] = sub(s[i])
+		}
+	}
+	d.base = nb
+}

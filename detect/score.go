@@ -1,0 +1,309 @@
+package detect
+
+import (
+	"math"
+	"slices"
+)
+
+// This file holds the pure scoring functions: they see interval and size
+// samples, never flows, state or configuration structs, so that each
+// component can be tested on generated sequences.
+
+// periodFit is the result of fitting a period to a set of inter-arrival
+// gaps: every gap is read as a whole number of beats (k >= 1) plus a phase
+// residual, so that missed beats and 1:N sampling, which turn gaps into
+// multiples of the period, do not hide it.
+type periodFit struct {
+	// Period is the estimated period in seconds (0 when none was found).
+	Period float64
+	// Inliers is the fraction of gaps within the tolerance of k*Period.
+	Inliers float64
+	// MeanBeats is the mean k over the gaps (1 for an unsampled, unbroken
+	// beacon; about N under 1:N sampling).
+	MeanBeats float64
+}
+
+// fitScratch holds reusable buffers for the period search.
+type fitScratch struct {
+	sorted []float64
+	cands  []float64
+	resid  []float64
+	tmp    []float64
+}
+
+// fitPeriod estimates the period of gaps (seconds, any order, all > 0).
+//
+// Candidates are robust "rate" estimates (median and central mean of the
+// gaps) and the low quantiles of the gaps divided by k = 1..maxK. A
+// candidate's support is the number of gaps g with |g/P - k| <= tol for
+// k = max(1, round(g/P)). Among the candidates whose support is within
+// 15% of the gaps of the best, the largest period wins: every divisor of
+// the true period explains the gaps as well, so a shorter period must
+// explain clearly more gaps to be preferred (half-period artefacts, such as
+// a retry midway through some intervals, do not). The winner is then
+// refined to sum(g)/sum(k) over its inliers. Periods outside [minP, maxP]
+// are not considered.
+func fitPeriod(gaps []float64, minP, maxP, tol float64, maxK int, s *fitScratch) periodFit {
+	n := len(gaps)
+	if n == 0 {
+		return periodFit{}
+	}
+	s.sorted = append(s.sorted[:0], gaps...)
+	slices.Sort(s.sorted)
+	q := func(p float64) float64 { return quantileSorted(s.sorted, p) }
+	s.cands = s.cands[:0]
+	s.cands = append(s.cands, q(0.5), centralMean(s.sorted))
+	for _, base := range []float64{q(0), q(0.05), q(0.1), q(0.25), q(0.5)} {
+		for k := 1; k <= maxK; k++ {
+			s.cands = append(s.cands, base/float64(k))
+		}
+	}
+	slack := max(1, int(0.15*float64(n)))
+	best, bestP := -1, 0.0
+	// First pass: the best support.
+	for _, p := range s.cands {
+		if p < minP || p > maxP {
+			continue
+		}
+		if c := support(s.sorted, p, tol); c > best {
+			best = c
+		}
+	}
+	if best <= 0 {
+		return periodFit{}
+	}
+	// Second pass: the largest period with near-best support.
+	for _, p := range s.cands {
+		if p < minP || p > maxP || p <= bestP {
+			continue
+		}
+		if support(s.sorted, p, tol) >= best-slack {
+			bestP = p
+		}
+	}
+	// Refine: total inlier time over total inlier beats, twice.
+	p := bestP
+	for range 3 {
+		var sg, sk float64
+		for _, g := range s.sorted {
+			k := beats(g, p)
+			if math.Abs(g/p-k) <= tol {
+				sg += g
+				sk += k
+			}
+		}
+		if sk == 0 {
+			break
+		}
+		np := sg / sk
+		if np < minP || np > maxP {
+			break
+		}
+		p = np
+	}
+	// Last step over every gap within a wider tolerance, so that wide
+	// jitter does not bias the estimate towards the inliers' side.
+	var sg, sk float64
+	for _, g := range s.sorted {
+		if k := beats(g, p); math.Abs(g/p-k) <= 1.6*tol {
+			sg += g
+			sk += k
+		}
+	}
+	if np := sg / sk; sk > 0 && np >= minP && np <= maxP {
+		p = np
+	}
+	var in int
+	var sumK float64
+	for _, g := range s.sorted {
+		k := beats(g, p)
+		sumK += k
+		if math.Abs(g/p-k) <= tol {
+			in++
+		}
+	}
+	return periodFit{Period: p, Inliers: float64(in) / float64(n), MeanBeats: sumK / float64(n)}
+}
+
+// beats is the number of periods p that gap g most likely spans (>= 1).
+func beats(g, p float64) float64 { return max(1, math.Round(g/p)) }
+
+func support(gaps []float64, p, tol float64) int {
+	c := 0
+	for _, g := range gaps {
+		if math.Abs(g/p-beats(g, p)) <= tol {
+			c++
+		}
+	}
+	return c
+}
+
+// quantileSorted returns the p-quantile of sorted data (linear
+// interpolation between order statistics).
+func quantileSorted(s []float64, p float64) float64 {
+	switch len(s) {
+	case 0:
+		return 0
+	case 1:
+		return s[0]
+	}
+	pos := p * float64(len(s)-1)
+	i := int(pos)
+	if i >= len(s)-1 {
+		return s[len(s)-1]
+	}
+	f := pos - float64(i)
+	return s[i]*(1-f) + s[i+1]*f
+}
+
+// centralMean is the mean of the central half (25%..75%) of sorted data.
+func centralMean(s []float64) float64 {
+	lo, hi := len(s)/4, len(s)-len(s)/4
+	if hi <= lo {
+		lo, hi = 0, len(s)
+	}
+	var sum float64
+	for _, v := range s[lo:hi] {
+		sum += v
+	}
+	return sum / float64(hi-lo)
+}
+
+// bowley returns the Bowley (quartile) skewness of sorted data, in
+// [-1, 1]. As in RITA, it is 0 when the quartile spread is negligible
+// (below minSpread) or the median coincides with a quartile (here: within
+// 5% of the quartile spread), because then at least a quarter of the mass
+// is a spike at the median: a regular shape, or two alternating values
+// (a connection and its retry), not a skewed one.
+func bowley(sorted []float64, minSpread float64) float64 {
+	if len(sorted) < 3 {
+		return 0
+	}
+	q1, q2, q3 := quantileSorted(sorted, 0.25), quantileSorted(sorted, 0.5), quantileSorted(sorted, 0.75)
+	den := q3 - q1
+	if den < minSpread || q2-q1 <= 0.05*den || q3-q2 <= 0.05*den {
+		return 0
+	}
+	return max(-1, min(1, (q1+q3-2*q2)/den))
+}
+
+// mad returns the median and the median absolute deviation of data, using
+// tmp as scratch. data need not be sorted and is not modified.
+func mad(data []float64, tmp *[]float64) (median, dev float64) {
+	if len(data) == 0 {
+		return 0, 0
+	}
+	*tmp = append((*tmp)[:0], data...)
+	slices.Sort(*tmp)
+	median = quantileSorted(*tmp, 0.5)
+	for i, v := range *tmp {
+		(*tmp)[i] = math.Abs(v - median)
+	}
+	slices.Sort(*tmp)
+	return median, quantileSorted(*tmp, 0.5)
+}
+
+// timing holds the interval components of a beacon score.
+type timing struct {
+	fit periodFit
+	// Jitter is the mean absolute deviation of the gaps from whole
+	// numbers of periods, in seconds.
+	Jitter float64
+	// Skew, MADM and Period are components in [0,1] (1 = regular).
+	Skew, MADM, Period float64
+}
+
+// nullDispersion is the dispersion (mean absolute deviation of the phase
+// residual, in periods) that a Poisson process shows at a given mean
+// number of beats per gap: about 1 when gaps are single beats (the mean
+// absolute deviation of an exponential distribution around its median,
+// relative to the median) and 0.25 (a uniform residual) when gaps span
+// many beats, as under heavy sampling. Scores compare the observed
+// dispersion with it, so that "regular" means "more regular than chance
+// at this sampling rate".
+func nullDispersion(meanBeats float64) float64 {
+	return 0.25 + 0.75/(meanBeats*meanBeats)
+}
+
+// scoreTiming scores the regularity of gaps (seconds) around fit; tol is
+// the inlier tolerance the fit used.
+//
+// Each gap becomes a phase residual r = g/P - k in periods. The
+// dispersion component (MADM, after RITA's MAD/median) is 1 - D/D0 with D
+// the interquartile mean of |r - median(r)| (the mean of its central
+// half) and D0 the same for a Poisson process (nullDispersion). It sits
+// between RITA's median absolute deviation, which is 0 for a beacon with
+// two alternating intervals (a connect and its retry) and so calls it
+// perfect, and the mean absolute deviation, which a quarter of odd
+// intervals (a long sleep, a retry) would dominate. Jitter is D in
+// seconds.
+func scoreTiming(gaps []float64, fit periodFit, tol float64, s *fitScratch) timing {
+	t := timing{fit: fit}
+	if fit.Period <= 0 || len(gaps) == 0 {
+		return t
+	}
+	p := fit.Period
+	// Residuals offset by one period, so that for single-beat gaps the
+	// values are the gaps in periods (as RITA's are in seconds).
+	s.resid = s.resid[:0]
+	for _, g := range gaps {
+		s.resid = append(s.resid, 1+g/p-beats(g, p))
+	}
+	slices.Sort(s.resid)
+	med := quantileSorted(s.resid, 0.5)
+	s.tmp = s.tmp[:0]
+	for _, r := range s.resid {
+		s.tmp = append(s.tmp, math.Abs(r-med))
+	}
+	slices.Sort(s.tmp)
+	d := centralMean(s.tmp)
+	t.Jitter = d * p
+	t.MADM = clamp01(1 - d/nullDispersion(fit.MeanBeats))
+	// Spreads below 2% of a period are measurement noise (timestamps in
+	// ms, export jitter): no skew.
+	t.Skew = 1 - math.Abs(bowley(s.resid, 0.02))
+	// Period confidence: the inlier fraction beyond what chance gives
+	// (about tol for single-beat gaps, 2*tol for many-beat gaps).
+	chance := tol * (2 - 1/fit.MeanBeats)
+	t.Period = clamp01((fit.Inliers - chance) / (1 - chance))
+	return t
+}
+
+// sizeScore scores flow sizes (bytes) like RITA's data size score: the
+// mean of 1-|Bowley skew|, 1-MAD/median and smallness, 1-median/65535
+// (check-ins are small; a large periodic transfer is more likely a feed or
+// camera refresh). A median below 1 byte (empty flows) is regular.
+func sizeScore(sizes []float64, s *fitScratch) float64 {
+	if len(sizes) < 3 {
+		return 0
+	}
+	s.tmp = append(s.tmp[:0], sizes...)
+	slices.Sort(s.tmp)
+	sk := 1 - math.Abs(bowley(s.tmp, 1))
+	med, dev := mad(sizes, &s.resid)
+	m := 1.0
+	if med >= 1 {
+		m = clamp01((med - dev) / med)
+	}
+	small := clamp01(1 - med/65535)
+	return (sk + m + small) / 3
+}
+
+// countScore says whether there are enough intervals to trust the other
+// components: 0 below minGaps, rising to 1 at fullGaps.
+func countScore(gaps, minGaps, fullGaps int) float64 {
+	if gaps < minGaps {
+		return 0
+	}
+	if fullGaps <= minGaps {
+		return 1
+	}
+	return clamp01(float64(gaps-minGaps+1) / float64(fullGaps-minGaps+1))
+}
+
+func clamp01(v float64) float64 {
+	if math.IsNaN(v) {
+		return 0
+	}
+	return max(0, min(1, v))
+}
