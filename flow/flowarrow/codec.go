@@ -166,7 +166,7 @@ func (d *Decoder) Decode(dst []flow.Pseudo, payload []byte) (out []flow.Pseudo, 
 		}
 	}()
 	if bytes.HasPrefix(payload, zstdMagic) {
-		raw, err := d.zdec.DecodeAll(payload, make([]byte, 0, 4*len(payload)))
+		raw, err := d.zdec.DecodeAll(payload, nil)
 		if err != nil {
 			return dst, id, fmt.Errorf("decompress zstd frame: %w", err)
 		}
