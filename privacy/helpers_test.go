@@ -88,3 +88,5 @@ func rec(src string, sport uint16, dst string, dport uint16) flow.Record {
 func newTextLogger(w io.Writer, replace func([]string, slog.Attr) slog.Attr) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: replace}))
 }
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
