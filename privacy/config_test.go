@@ -25,7 +25,9 @@ func TestValidate(t *testing.T) {
 		mutate func(*Config)
 		keys   []string // keys of the expected FieldErrors
 	}{
-		{"ok", func(c *Config) { c.Subscribers = []string{"192.0.2.0/24", "2001:db8::/32", "192.0.2.1", "::ffff:10.0.0.0/104"} }, nil},
+		{"ok", func(c *Config) {
+			c.Subscribers = []string{"192.0.2.0/24", "2001:db8::/32", "192.0.2.1", "::ffff:10.0.0.0/104"}
+		}, nil},
 		{"bad prefix", func(c *Config) { c.Subscribers = []string{"192.0.2.0/24", "192.0.2.0/33", "nonsense"} }, []string{"subscribers[1]", "subscribers[2]"}},
 		{"short mapped prefix", func(c *Config) { c.Subscribers = []string{"::ffff:0:0/90"} }, []string{"subscribers[0]"}},
 		{"epoch too short", func(c *Config) { c.EpochLength = time.Minute }, []string{"epoch_length"}},
