@@ -2,7 +2,6 @@ package sim_test
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -423,5 +422,4 @@ func TestEncoderConfigErrors(t *testing.T) {
 			t.Errorf("config %+v accepted", c)
 		}
 	}
-	_ = binary.BigEndian
 }

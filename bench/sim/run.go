@@ -145,23 +145,30 @@ func (s *Simulator) Run(ctx context.Context, p Pacing, exporters ...*Exporter) e
 	case p.FlowRate > 0:
 		rate, perFlow = p.FlowRate, true
 	}
-	// sleepUntil flushes, then waits for wall time t; false when ctx ended.
+	// sleepUntil flushes, then waits for wall time t; false when ctx ended
+	// or the wall duration is reached first.
 	sleepUntil := func(t time.Time) bool {
 		for _, o := range outs {
 			if o.bw != nil {
 				o.flush(s)
 			}
 		}
+		last := true
+		if p.WallDuration > 0 {
+			if limit := wallStart.Add(p.WallDuration); t.After(limit) {
+				t, last = limit, false
+			}
+		}
 		d := time.Until(t)
 		if d <= 0 {
-			return ctx.Err() == nil
+			return last && ctx.Err() == nil
 		}
 		timer.Reset(d)
 		select {
 		case <-ctx.Done():
 			return false
 		case <-timer.C:
-			return true
+			return last
 		}
 	}
 	defer func() {
