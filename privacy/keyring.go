@@ -119,14 +119,6 @@ func checkPrivate(path string, fi fs.FileInfo) error {
 	return fmt.Errorf("%w: %s has mode %04o; fix it with: chmod %s %s", ErrLoosePermissions, path, perm, want, path)
 }
 
-func statPrivate(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	return checkPrivate(path, fi)
-}
-
 // CreateKeyring creates a key directory with parameters p (the directory
 // itself, mode 0700, and its keyring.json) and returns it. An existing key
 // directory with the same parameters is opened instead; with different
