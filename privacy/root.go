@@ -107,11 +107,32 @@ type Stage struct {
 	missing map[uint32]time.Time // epochs found without a usable key, when
 
 	keepTransit bool
-	identity    bool // test hook: no pseudonymization (ccflow_testhooks builds only)
+	ports       policy // cfg.SubscriberPorts
+	ifaces      policy // cfg.Interfaces
+	identity    bool   // test hook: no pseudonymization (ccflow_testhooks builds only)
 
 	startOnce, stopOnce sync.Once
 	cancel              context.CancelFunc
 	done                chan struct{}
+}
+
+// policy is a parsed keep/coarsen/drop configuration value.
+type policy uint8
+
+const (
+	keep policy = iota
+	coarsen
+	drop
+)
+
+func parsePolicy(s string) policy {
+	switch s {
+	case PolicyCoarsen:
+		return coarsen
+	case PolicyDrop:
+		return drop
+	}
+	return keep
 }
 
 // keySet is an immutable snapshot of the epoch keys in memory.
@@ -141,6 +162,8 @@ func New(cfg Config, deps Deps) (*Stage, error) {
 		red:         deps.Redactor,
 		missing:     map[uint32]time.Time{},
 		keepTransit: cfg.Transit == PolicyKeep,
+		ports:       parsePolicy(cfg.SubscriberPorts),
+		ifaces:      parsePolicy(cfg.Interfaces),
 		done:        make(chan struct{}),
 	}
 	if s.log == nil {
@@ -518,10 +541,10 @@ func (s *Stage) pseudonym(c *epochCipher, dst *flow.Pseudonym, a *flow.RawAddr) 
 // type/code values (which NetFlow carries in the port) are not ports and
 // are kept by "coarsen".
 func (s *Stage) subPort(port uint16, proto uint8) uint16 {
-	switch s.cfg.SubscriberPorts {
-	case PolicyKeep:
+	switch s.ports {
+	case keep:
 		return port
-	case PolicyDrop:
+	case drop:
 		return 0
 	}
 	if port <= s.cfg.ServicePortMax || proto == 1 || proto == 58 {
@@ -532,10 +555,10 @@ func (s *Stage) subPort(port uint16, proto uint8) uint16 {
 
 // iface applies cfg.Interfaces to an interface index.
 func (s *Stage) iface(i uint32) uint32 {
-	switch s.cfg.Interfaces {
-	case PolicyDrop:
+	switch s.ifaces {
+	case drop:
 		return 0
-	case PolicyCoarsen:
+	case coarsen:
 		if i > s.cfg.InterfaceMax {
 			return 0
 		}
