@@ -416,6 +416,29 @@ func TestEncodeAllocations(t *testing.T) {
 	}
 }
 
+// TestEncodeOddAddresses: records with invalid, mixed-family or
+// IPv4-mapped addresses encode (as zeros or IPv4) instead of panicking.
+func TestEncodeOddAddresses(t *testing.T) {
+	v4 := netip.MustParseAddr("100.64.0.1")
+	mapped := netip.MustParseAddr("::ffff:203.0.113.1")
+	v6 := netip.MustParseAddr("2001:db8::1")
+	recs := []sim.Record{
+		{Src: netip.Addr{}, Dst: v4, Packets: 1, Bytes: 40, Proto: sim.ProtoTCP},
+		{Src: mapped, Dst: v6, Packets: 1, Bytes: 40, Proto: sim.ProtoUDP},
+		{Src: v6, Dst: netip.Addr{}, Packets: 2, Bytes: 100, Proto: sim.ProtoTCP},
+	}
+	for _, f := range []sim.Format{sim.FormatNetFlow9, sim.FormatIPFIX, sim.FormatSFlow5} {
+		enc, err := sim.NewEncoder(f, sim.EncoderConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, n, flows := enc.Encode(nil, recs, testStart.UnixMilli())
+		if n != len(recs) || flows < len(recs) || len(d) == 0 {
+			t.Errorf("%s: consumed %d, %d flows, %d bytes", f, n, flows, len(d))
+		}
+	}
+}
+
 func TestEncoderConfigErrors(t *testing.T) {
 	for _, c := range []sim.EncoderConfig{{MaxDatagram: 100}, {MaxDatagram: 70000}, {SFlowHeader: 5}} {
 		if _, err := sim.NewSFlowEncoder(c); err == nil {

@@ -182,12 +182,12 @@ func (e *IPFIXEncoder) Encode(dst []byte, recs []Record, exportMs int64) ([]byte
 		be.PutUint64(p[8:], uint64(s.EndMs))
 		var q []byte
 		if id == ipfixTemplate4 {
-			a, d := s.Src.As4(), s.Dst.As4()
+			a, d := as4(s.Src), as4(s.Dst)
 			copy(p[16:20], a[:])
 			copy(p[20:24], d[:])
 			q = p[24:]
 		} else {
-			a, d := s.Src.As16(), s.Dst.As16()
+			a, d := as16(s.Src), as16(s.Dst)
 			copy(p[16:32], a[:])
 			copy(p[32:48], d[:])
 			q = p[48:]

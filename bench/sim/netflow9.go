@@ -218,12 +218,12 @@ func (e *NetFlow9Encoder) Encode(dst []byte, recs []Record, exportMs int64) ([]b
 		be.PutUint32(p[4:], uint32(s.EndMs-boot))
 		var q []byte
 		if id == nf9Template4 {
-			a, d := s.Src.As4(), s.Dst.As4()
+			a, d := as4(s.Src), as4(s.Dst)
 			copy(p[8:12], a[:])
 			copy(p[12:16], d[:])
 			q = p[16:]
 		} else {
-			a, d := s.Src.As16(), s.Dst.As16()
+			a, d := as16(s.Src), as16(s.Dst)
 			copy(p[8:24], a[:])
 			copy(p[24:40], d[:])
 			q = p[40:]

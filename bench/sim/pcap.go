@@ -71,7 +71,7 @@ func (f *pcapFlow) Write(d []byte) (int, error) {
 		b = be.AppendUint32(b, 0x60000000)
 		b = be.AppendUint16(b, uint16(udpLen))
 		b = append(b, 17, 64)
-		s, t := f.src.Addr().As16(), f.dst.Addr().As16()
+		s, t := as16(f.src.Addr()), as16(f.dst.Addr())
 		b = append(b, s[:]...)
 		b = append(b, t[:]...)
 	} else {
@@ -83,7 +83,7 @@ func (f *pcapFlow) Write(d []byte) (int, error) {
 		b = be.AppendUint16(b, f.id)
 		b = be.AppendUint16(b, 0x4000)
 		b = append(b, 64, 17, 0, 0)
-		s, t := f.src.Addr().Unmap().As4(), f.dst.Addr().Unmap().As4()
+		s, t := as4(f.src.Addr()), as4(f.dst.Addr())
 		b = append(b, s[:]...)
 		b = append(b, t[:]...)
 		be.PutUint16(b[ip+10:], fold(sumWords(b[ip:ip+20])))

@@ -10,7 +10,9 @@ type Record struct {
 	// Unix milliseconds of event time. EndMs >= StartMs.
 	StartMs int64
 	EndMs   int64
-	// Src and Dst are the flow's addresses; both are IPv4 or both IPv6.
+	// Src and Dst are the flow's addresses; both are IPv4 or both IPv6
+	// (Src decides: IPv4-mapped IPv6 counts as IPv4). An address of the
+	// other family or an invalid one is encoded as zeros.
 	Src netip.Addr
 	Dst netip.Addr
 	// SrcPort and DstPort are the transport ports.
@@ -36,6 +38,23 @@ type Record struct {
 
 // Is6 reports whether the record is an IPv6 flow.
 func (r *Record) Is6() bool { return r.Src.Is6() && !r.Src.Is4In6() }
+
+// as4 returns a as 4 bytes (unmapping IPv4-mapped IPv6), or zeros when a
+// is not IPv4.
+func as4(a netip.Addr) [4]byte {
+	if a = a.Unmap(); a.Is4() {
+		return a.As4()
+	}
+	return [4]byte{}
+}
+
+// as16 returns a as 16 bytes, or zeros when a is invalid.
+func as16(a netip.Addr) [16]byte {
+	if a.IsValid() {
+		return a.As16()
+	}
+	return [16]byte{}
+}
 
 // Protocol numbers used by the simulator.
 const (

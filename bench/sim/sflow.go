@@ -144,7 +144,7 @@ func (e *SFlowEncoder) Encode(dst []byte, recs []Record, exportMs int64) ([]byte
 	be.PutUint32(b[0:], 5)
 	if e.hdrLen == 28 {
 		be.PutUint32(b[4:], 1)
-		a := e.cfg.AgentAddr.As4()
+		a := as4(e.cfg.AgentAddr)
 		copy(b[8:12], a[:])
 	} else {
 		be.PutUint32(b[4:], 2)
@@ -229,7 +229,7 @@ func (e *SFlowEncoder) putSample(b []byte, off int, r *Record, j uint64) int {
 		be.PutUint16(h[4:], uint16(l4len))
 		h[6] = r.Proto
 		h[7] = 64
-		a, d := r.Src.As16(), r.Dst.As16()
+		a, d := as16(r.Src), as16(r.Dst)
 		copy(h[8:24], a[:])
 		copy(h[24:40], d[:])
 		sum = sumWords(h[8:40])
@@ -244,7 +244,7 @@ func (e *SFlowEncoder) putSample(b []byte, off int, r *Record, j uint64) int {
 		h[8] = 64
 		h[9] = r.Proto
 		h[10], h[11] = 0, 0
-		a, d := r.Src.As4(), r.Dst.As4()
+		a, d := as4(r.Src), as4(r.Dst)
 		copy(h[12:16], a[:])
 		copy(h[16:20], d[:])
 		be.PutUint16(h[10:], fold(sumWords(h[0:20])))

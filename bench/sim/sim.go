@@ -147,6 +147,7 @@ func New(cfg Config) (*Simulator, error) {
 		meanGap:  float64(cfg.SessionInterval.Milliseconds()),
 	}
 	s.nowMs = cfg.Start.Truncate(time.Second).UnixMilli()
+	s.stats.eventMs.Store(s.nowMs)
 	s.zipf = rand.NewZipf(s.rng, 1.1, 1, uint64(cfg.PopularServices-1))
 	s.buildSubscribers()
 	s.buildEndpoints()
