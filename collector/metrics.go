@@ -52,8 +52,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Data sets that waited for their template, by exporter and outcome (released: decoded when the template came; dropped: buffer off, full or too old).",
 		}, []string{"exporter", "outcome"}),
 		counterSamples: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "sflow_counter_samples_total",
-			Help: "sFlow counter samples received (counted, not decoded), by exporter.",
+			Namespace: ns, Subsystem: sub, Name: "sflow_stats_samples_total",
+			Help: "sFlow counter samples (interface statistics) received, counted but not decoded, by exporter.",
 		}, []string{"exporter"}),
 		socketDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "socket_drops_total",
