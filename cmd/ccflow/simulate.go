@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 type simulateOptions struct {
 	netflowAddr, ipfixAddr, sflowAddr string
 	truth, benign, dataset, pcap      string
+	summary                           string
 	truthSubscribers                  bool
 	start                             string
 	duration, wallDuration, progress  time.Duration
@@ -84,6 +86,7 @@ See docs/simulator.md.`,
 	f.StringVar(&o.benign, "benign", "", "write the benign periodic and high-fan-in services (NTP, update, DNS) as CSV to `FILE`")
 	f.StringVar(&o.dataset, "dataset", "ccflow-sim", "dataset `NAME` in the truth and benign files")
 	f.StringVar(&o.pcap, "pcap", "", "also record every datagram sent into the pcap `FILE` (disables batched sends)")
+	f.StringVar(&o.summary, "summary", "", "write the final counters as JSON to `FILE` when the run ends (for benchmark scripts)")
 
 	f.Uint64Var(&m.Seed, "seed", m.Seed, "random seed: the same seed and --start give the same traffic and truth")
 	f.StringVar(&o.start, "start", "now", "event time of the start: RFC 3339, or a duration relative to now such as -4h")
@@ -327,11 +330,41 @@ func runSimulate(ctx context.Context, o *simulateOptions, stderr io.Writer) erro
 	err = s.Run(ctx, pacing, exps...)
 	close(done)
 	<-stopped
-	fmt.Fprintln(stderr, "simulate: done:", simProgressLine(s.Stats(), model.Start, wallStart, o.duration))
+	st := s.Stats()
+	wall := time.Since(wallStart)
+	fmt.Fprintln(stderr, "simulate: done:", simProgressLine(st, model.Start, wallStart, o.duration))
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("simulate: %w", err)
 	}
+	if o.summary != "" {
+		sum := simSummary{
+			Start: model.Start.UTC(), End: st.EventTime.UTC(), EventSeconds: st.EventTime.Sub(model.Start).Seconds(),
+			WallSeconds: wall.Seconds(), Generated: st.Generated, Datagrams: st.Datagrams, Flows: st.Flows,
+			Bytes: st.Bytes, SendErrors: st.SendErrors, Sampling: max(o.sampling, 1),
+		}
+		if err := simWriteFile(o.summary, func(w io.Writer) error {
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			return enc.Encode(sum)
+		}); err != nil {
+			return fmt.Errorf("simulate: %w", err)
+		}
+	}
 	return nil
+}
+
+// simSummary is the JSON written by --summary.
+type simSummary struct {
+	Start        time.Time `json:"event_start"`
+	End          time.Time `json:"event_end"`
+	EventSeconds float64   `json:"event_seconds"`
+	WallSeconds  float64   `json:"wall_seconds"`
+	Generated    uint64    `json:"records_generated"`
+	Datagrams    uint64    `json:"datagrams"`
+	Flows        uint64    `json:"flows"`
+	Bytes        uint64    `json:"bytes"`
+	SendErrors   uint64    `json:"send_errors"`
+	Sampling     uint32    `json:"sampling"`
 }
 
 func simPacingString(p sim.Pacing) string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/csv"
+	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
@@ -41,12 +42,13 @@ func TestSimulateCommand(t *testing.T) {
 	sf, sfN := listen()
 	dir := t.TempDir()
 	truth, benign, pcap := filepath.Join(dir, "truth.csv"), filepath.Join(dir, "benign.csv"), filepath.Join(dir, "out.pcap")
+	summary := filepath.Join(dir, "summary.json")
 	var stderr bytes.Buffer
 	cmd := newRootCmd()
 	cmd.SetErr(&stderr)
 	cmd.SetArgs([]string{"simulate",
 		"--netflow-addr", nf.LocalAddr().String(), "--sflow-addr", sf.LocalAddr().String(),
-		"--truth", truth, "--benign", benign, "--pcap", pcap, "--truth-subscribers=false",
+		"--truth", truth, "--benign", benign, "--pcap", pcap, "--truth-subscribers=false", "--summary", summary,
 		"--speed", "0", "--duration", "5m", "--start", "2026-01-02T03:04:05Z", "--sampling", "32",
 		"--subscribers", "300", "--botnets", "2", "--infected-per-botnet", "4", "--beacon-period", "2m",
 	})
@@ -56,11 +58,18 @@ func TestSimulateCommand(t *testing.T) {
 	if !strings.Contains(stderr.String(), "simulate: done: event 2026-01-02T03:09:05Z") {
 		t.Errorf("no summary on stderr:\n%s", stderr.String())
 	}
-	if n := <-nfN; n == 0 {
-		t.Error("no NetFlow datagram received")
+	var sum simSummary
+	if b, err := os.ReadFile(summary); err != nil {
+		t.Fatal(err)
+	} else if err := json.Unmarshal(b, &sum); err != nil {
+		t.Fatal(err)
 	}
-	if n := <-sfN; n == 0 {
-		t.Error("no sFlow datagram received")
+	if sum.EventSeconds != 300 || sum.Sampling != 32 || sum.Flows == 0 {
+		t.Errorf("summary %+v", sum)
+	}
+	n1, n2 := <-nfN, <-sfN
+	if n1 == 0 || n2 == 0 || uint64(n1+n2) != sum.Datagrams {
+		t.Errorf("received %d NetFlow and %d sFlow datagrams, %d sent", n1, n2, sum.Datagrams)
 	}
 	rows := readCSV(t, truth)
 	if strings.Join(rows[0], ",") != "dataset,infected_src,c2_dst,dport,proto,note" || len(rows) != 1+2*4 {
