@@ -13,9 +13,10 @@
 //
 // The model runs in event time, one second per step (Next), and is fully
 // determined by Config (including Config.Seed): the same configuration gives
-// the same records and truth, whatever the wall-clock pacing. Run paces the
-// records onto the wire: event time at Config-independent speed (X event
-// seconds per wall second), or a target datagram or flow rate.
+// the same records and truth, whatever the wall-clock pacing. Run puts the
+// records on the wire through Exporters (an encoder and a writer each),
+// paced by Pacing: a speed (X event seconds per wall second), or a target
+// datagram or flow rate.
 //
 // The encoders (NetFlow9Encoder, IPFIXEncoder, SFlowEncoder) turn Records
 // into datagrams and can be used on their own, for example by benchmarks that

@@ -142,7 +142,7 @@ func New(cfg Config) (*Simulator, error) {
 	}
 	s := &Simulator{
 		cfg:      cfg,
-		rng:      rand.New(rand.NewPCG(cfg.Seed, 0x63636f6e666c6f77)), // "ccconflow"
+		rng:      rand.New(rand.NewPCG(cfg.Seed, 0x63636f6e666c6f77)), // fixed second word: "cconflow"
 		activeMs: cfg.ActiveTimeout.Milliseconds(),
 		meanGap:  float64(cfg.SessionInterval.Milliseconds()),
 	}
@@ -303,14 +303,14 @@ func (s *Simulator) buildEntities() {
 			add(entity{kind: kindUpdate, sub: int32(i), ref: int32(s.rng.IntN(len(s.updates))), period: period}, start+s.rng.Int64N(period))
 		}
 	}
-	perm := map[netip.Addr]int32{}
+	index := map[netip.Addr]int32{}
 	for i := range s.subs {
-		perm[s.subs[i].v4] = int32(i)
+		index[s.subs[i].v4] = int32(i)
 	}
 	for bi := range s.botnets {
 		b := &s.botnets[bi]
 		for _, a := range b.Infected {
-			e := entity{kind: kindBeacon, sub: perm[a], ref: int32(bi), period: b.periodMs}
+			e := entity{kind: kindBeacon, sub: index[a], ref: int32(bi), period: b.periodMs}
 			if b.Service.Proto == ProtoUDP {
 				e.sport = ephemeral(s.rng)
 			}
