@@ -37,7 +37,7 @@ type Config struct {
 	PeriodTolerance float64 `yaml:"period_tolerance" doc:"Tolerance of the period fit, as a fraction of the period: an interval counts as k beats when it is within this of k periods."`
 
 	// Threshold is the combined score at which an endpoint is reported.
-	Threshold float64 `yaml:"threshold" doc:"Combined score (0..1) at which an endpoint becomes a candidate."`
+	Threshold float64 `yaml:"threshold" doc:"Combined score (0..1) at which an endpoint becomes a candidate. The default, 0.55, is about one subscriber whose pair score reaches pair_threshold (timing alone contributes at most 0.9 of the pair score)."`
 	// PairThreshold is the pair beacon score at which a pair beacons.
 	PairThreshold float64 `yaml:"pair_threshold" doc:"Pair beacon score (0..1) at which a pair counts as beaconing (for fan-in, fan-out and pair-score output)."`
 	// FanOutFree is the number of beaconing endpoints per subscriber that
@@ -82,7 +82,7 @@ func DefaultConfig() Config {
 		MinPeriod:             time.Second,
 		MaxPeriod:             6 * time.Hour,
 		PeriodTolerance:       0.25,
-		Threshold:             0.7,
+		Threshold:             0.55,
 		PairThreshold:         0.6,
 		FanOutFree:            4,
 		FanInExact:            64,

@@ -265,6 +265,8 @@ func (d *Detector) observe(f *flow.Pseudo, t int64) {
 	} else {
 		if d.overBudget() {
 			d.evict()
+			// Eviction may have freed this subscriber or endpoint.
+			s, e = d.subFor(f), d.epFor(f)
 			slot, _ = d.table.find(d.ps, s, e)
 		}
 		pi = d.newPair(s, e, slot)
@@ -389,8 +391,9 @@ func (d *Detector) newPair(s, e uint32, slot uint64) uint32 {
 	return pi
 }
 
-// deletePair frees a pair. Its subscriber and endpoint entries stay until
-// the next evaluation collects unused ones.
+// deletePair frees a pair, and its subscriber and endpoint when they are
+// left without pairs (an endpoint with a popularity baseline worth keeping
+// stays).
 func (d *Detector) deletePair(pi uint32) {
 	p := &d.ps[pi]
 	if p.flags&pairLive == 0 {
@@ -407,11 +410,33 @@ func (d *Detector) deletePair(pi uint32) {
 		d.ps[p.next-1].prev = p.prev
 	}
 	ep.npairs--
-	d.subs[p.sub].pairs--
+	s := p.sub
+	d.subs[s].pairs--
 	d.releaseBlock(p)
+	if ep.npairs == 0 && (!ep.hasBase || ep.baseline < float32(d.cfg.PopularMinSubscribers)/2) {
+		d.freeEndpoint(p.ep)
+	}
+	if d.subs[s].pairs == 0 {
+		d.freeSub(s)
+	}
 	*p = pair{}
 	d.psFree = append(d.psFree, pi)
 	d.npairs--
+}
+
+func (d *Detector) freeSub(si uint32) {
+	s := &d.subs[si]
+	delete(d.subIdx, s.key)
+	*s = sub{}
+	d.subFree = append(d.subFree, si)
+}
+
+func (d *Detector) freeEndpoint(ei uint32) {
+	ep := &d.eps[ei]
+	d.dropSketches(ep)
+	delete(d.epIdx, ep.key)
+	*ep = endpoint{}
+	d.epFree = append(d.epFree, ei)
 }
 
 // samples returns the pair's sample (sorted by start), len p.n.

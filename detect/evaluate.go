@@ -51,13 +51,16 @@ type epEval struct {
 }
 
 // beaconScore combines the components of a pair (or pooled) beacon score.
-// Regularity weighs the interval dispersion most, then the period fit,
-// then skew and size regularity; the connection count scales it down when
-// evidence is thin, and coverage when the connections span less than half
-// of the data in the window (bursts).
+// Timing regularity weighs the period fit most (the share of intervals
+// that are whole numbers of periods, beyond chance), then the interval
+// dispersion, then skew (a weak signal: a Poisson process is nearly
+// symmetric in quartiles too); flow-size regularity modulates it (x0.75 for entirely
+// irregular sizes) but cannot make random timing look like a beacon. The
+// connection count scales it down when evidence is thin, and coverage when
+// the connections span less than half of the data in the window (bursts).
 func beaconScore(tm timing, size, count, coverage float64) float64 {
-	reg := 0.15*tm.Skew + 0.4*tm.MADM + 0.3*tm.Period + 0.15*size
-	return clamp01(count * reg * min(1, 2*coverage))
+	timing := 0.1*tm.Skew + 0.3*tm.MADM + 0.6*tm.Period
+	return clamp01(count * timing * (0.75 + 0.25*size) * min(1, 2*coverage))
 }
 
 // fanInScore turns a weighted count b of subscribers beaconing with the
@@ -328,7 +331,7 @@ func (d *Detector) scorePair(p *pair, starts []uint32, span, minP, maxP, tol flo
 	ev.gaps = gapsOf(starts, ev.gaps)
 	el := eligible{conns: len(starts)}
 	el.fit = fitPeriod(ev.gaps, minP, maxP, tol, maxBeats(p.rate), &ev.fs)
-	el.tm = scoreTiming(ev.gaps, el.fit, tol, &ev.fs)
+	el.tm = scoreTiming(ev.gaps, el.fit, tol, p.rate, &ev.fs)
 	el.size = sizeScore(ev.sizes, &ev.fs)
 	el.count = countScore(len(ev.gaps), d.cfg.MinConnections-1, d.fullGaps(p.rate))
 	lo, hi := d.offsetClamp(d.lastWs), d.offsetClamp(d.lastWe)
@@ -384,7 +387,7 @@ func (d *Detector) scoreEndpoint(e *epEval, pop, span, minP, maxP, tol float64, 
 			conns += int64(d.ps[E[i].pi].flows)
 		}
 		pfit := fitPeriod(ev.pooled, minP, maxP, tol, maxBeats(e.rate), &ev.fs)
-		ptm := scoreTiming(ev.pooled, pfit, tol, &ev.fs)
+		ptm := scoreTiming(ev.pooled, pfit, tol, e.rate, &ev.fs)
 		psize := sizeScore(ev.pooledSizes, &ev.fs)
 		pcount := countScore(len(ev.pooled), cfg.MinConnections-1, d.fullGaps(e.rate))
 		// Which subscribers beacon with the pooled period?
@@ -479,28 +482,26 @@ func (d *Detector) scoreEndpoint(e *epEval, pop, span, minP, maxP, tol float64, 
 	return c, true
 }
 
-// beaconsWith says whether a pair beacons with period p. A pair with
-// enough connections to be scored alone does when its own period is
-// within 10% of p and its own score reaches the pair threshold, or when
-// the regularity of its intervals and sizes at p (its beacon score without
-// the count component: the evidence is pooled across subscribers) does. A
-// thinner pair does when it has at least two intervals and every one is
-// within half the tolerance of a whole number of periods (chance alone
-// does that for two intervals about 6% of the time).
+// beaconsWith says whether a pair beacons with period p (the endpoint's
+// pooled period), for the fan-in count: when its own period is within 10%
+// of p and its own score reaches the pair threshold, or when its
+// intervals are whole numbers of periods: at least 3/4 of them within the
+// tolerance, or at least half within half the tolerance (a precise timer
+// with odd intervals mixed in). Chance reaches about half and a quarter.
+// A pair with fewer than MinConnections connections needs two intervals,
+// every one within half the tolerance (chance: about 6%).
 func (d *Detector) beaconsWith(el *eligible, gaps []float64, p float64) bool {
 	tol := d.tol()
-	if el.conns >= d.cfg.MinConnections {
-		if el.score >= d.cfg.PairThreshold && within(el.fit.Period, p, 0.1) {
-			return true
-		}
-		f := fitAt(gaps, p, tol)
-		tm := scoreTiming(gaps, f, tol, &d.ev.fs)
-		return beaconScore(tm, el.size, 1, el.coverage) >= d.cfg.PairThreshold
-	}
 	if len(gaps) < 2 {
 		return false
 	}
-	return fitAt(gaps, p, tol/2).Inliers == 1
+	if el.conns < d.cfg.MinConnections {
+		return fitAt(gaps, p, tol/2).Inliers == 1
+	}
+	if el.score >= d.cfg.PairThreshold && within(el.fit.Period, p, 0.1) {
+		return true
+	}
+	return fitAt(gaps, p, tol).Inliers >= 0.75 || fitAt(gaps, p, tol/2).Inliers >= 0.5
 }
 
 func within(a, b, rel float64) bool { return b > 0 && math.Abs(a-b) <= rel*b }
@@ -652,11 +653,8 @@ func (d *Detector) expire(nextWs int64) {
 		}
 	}
 	for si := range d.subs {
-		s := &d.subs[si]
-		if s.pairs == 0 && s.hash != 0 {
-			delete(d.subIdx, s.key)
-			*s = sub{}
-			d.subFree = append(d.subFree, uint32(si))
+		if s := &d.subs[si]; s.pairs == 0 && s.hash != 0 {
+			d.freeSub(uint32(si))
 		}
 	}
 	keep := float32(d.cfg.PopularMinSubscribers) / 2
@@ -670,10 +668,7 @@ func (d *Detector) expire(nextWs int64) {
 			ep.baseline *= decay
 		}
 		if ep.npairs == 0 && (!ep.hasBase || ep.baseline < keep) {
-			d.dropSketches(ep)
-			delete(d.epIdx, ep.key)
-			*ep = endpoint{}
-			d.epFree = append(d.epFree, uint32(ei))
+			d.freeEndpoint(uint32(ei))
 			continue
 		}
 		if len(ep.sketches) > 0 && int(ep.npairs) <= d.cfg.FanInExact/2 {

@@ -213,38 +213,44 @@ type timing struct {
 	Skew, MADM, Period float64
 }
 
-// nullDispersion is the dispersion (mean absolute deviation of the phase
-// residual, in periods) that a Poisson process shows at a given mean
-// number of beats per gap: about 1 when gaps are single beats (the mean
-// absolute deviation of an exponential distribution around its median,
-// relative to the median) and 0.25 (a uniform residual) when gaps span
-// many beats, as under heavy sampling. Scores compare the observed
-// dispersion with it, so that "regular" means "more regular than chance
-// at this sampling rate".
+// nullDispersion is the dispersion D (see scoreTiming) of the phase
+// residuals that a Poisson process shows when its gaps are folded onto the
+// best-fitting period, by the mean number of beats per gap: about 0.33
+// when gaps span one or two beats, falling to 0.25 (a uniform residual)
+// when they span many, as under heavy sampling. (Measured on 200,000
+// exponential gaps; see docs/detection.md.)
 func nullDispersion(meanBeats float64) float64 {
-	return 0.25 + 0.75/(meanBeats*meanBeats)
+	return 0.25 + 0.08*min(1, (2.5/meanBeats)*(2.5/meanBeats))
 }
 
 // scoreTiming scores the regularity of gaps (seconds) around fit; tol is
-// the inlier tolerance the fit used.
+// the inlier tolerance the fit used and rate the 1:N sampling rate the
+// gaps were observed under.
 //
-// Each gap becomes a phase residual r = g/P - k in periods. The
-// dispersion component (MADM, after RITA's MAD/median) is 1 - D/D0 with D
-// the interquartile mean of |r - median(r)| (the mean of its central
-// half) and D0 the same for a Poisson process (nullDispersion). It sits
-// between RITA's median absolute deviation, which is 0 for a beacon with
-// two alternating intervals (a connect and its retry) and so calls it
-// perfect, and the mean absolute deviation, which a quarter of odd
-// intervals (a long sleep, a retry) would dominate. Jitter is D in
-// seconds.
-func scoreTiming(gaps []float64, fit periodFit, tol float64, s *fitScratch) timing {
+// Each gap becomes a phase residual r = g/P - k in periods. Jitter is D,
+// the interquartile mean of |r - median(r)| (the mean of its central half),
+// in seconds: robust to a quarter of odd intervals (a long sleep, a retry),
+// and not 0 for a beacon with two alternating intervals.
+//
+// The dispersion component (MADM) is RITA's for unsampled gaps: 1 -
+// MAD/median of the raw intervals. Under sampling, raw intervals are
+// multiples of the period and their MAD says nothing, so it is 1 - D/D0
+// with D0 the dispersion of a Poisson process at the same mean number of
+// beats per gap (nullDispersion): "more regular than chance at this
+// sampling rate".
+//
+// The period component is the fraction of gaps within tol of a whole
+// number of periods beyond 2*tol, which a best-fitting period reaches on
+// random data, rescaled to [0,1]. Skew is 1 - |Bowley skew| of the
+// residuals.
+func scoreTiming(gaps []float64, fit periodFit, tol float64, rate uint16, s *fitScratch) timing {
 	t := timing{fit: fit}
 	if fit.Period <= 0 || len(gaps) == 0 {
 		return t
 	}
 	p := fit.Period
 	// Residuals offset by one period, so that for single-beat gaps the
-	// values are the gaps in periods (as RITA's are in seconds).
+	// values are the gaps in periods.
 	s.resid = s.resid[:0]
 	for _, g := range gaps {
 		s.resid = append(s.resid, 1+g/p-beats(g, p))
@@ -258,13 +264,18 @@ func scoreTiming(gaps []float64, fit periodFit, tol float64, s *fitScratch) timi
 	slices.Sort(s.tmp)
 	d := centralMean(s.tmp)
 	t.Jitter = d * p
-	t.MADM = clamp01(1 - d/nullDispersion(fit.MeanBeats))
+	if rate <= 1 {
+		m, dev := mad(gaps, &s.tmp)
+		if m > 0 {
+			t.MADM = clamp01((m - dev) / m)
+		}
+	} else {
+		t.MADM = clamp01(1 - d/nullDispersion(fit.MeanBeats))
+	}
 	// Spreads below 2% of a period are measurement noise (timestamps in
 	// ms, export jitter): no skew.
 	t.Skew = 1 - math.Abs(bowley(s.resid, 0.02))
-	// Period confidence: the inlier fraction beyond what chance gives
-	// (about tol for single-beat gaps, 2*tol for many-beat gaps).
-	chance := tol * (2 - 1/fit.MeanBeats)
+	chance := 2 * tol
 	t.Period = clamp01((fit.Inliers - chance) / (1 - chance))
 	return t
 }
