@@ -42,7 +42,7 @@ type ListenerConfig struct {
 	// ReadBatch is the number of datagrams read per system call.
 	ReadBatch int `yaml:"read_batch" doc:"Datagrams read per recvmmsg system call."`
 	// MaxDatagram is the largest datagram accepted.
-	MaxDatagram int `yaml:"max_datagram" doc:"Largest datagram in bytes; longer ones are cut by the kernel and counted as truncated."`
+	MaxDatagram int `yaml:"max_datagram" doc:"Largest datagram in bytes; longer ones are cut by the kernel, dropped and counted (reason oversized)."`
 }
 
 // TemplateConfig bounds template state per exporter.
