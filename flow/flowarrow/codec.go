@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/apache/arrow/go/v15/arrow"
 	"github.com/apache/arrow/go/v15/arrow/ipc"
@@ -189,8 +190,13 @@ func (d *Decoder) Decode(dst []flow.Pseudo, payload []byte) (out []flow.Pseudo, 
 	}
 	out = dst
 	first := true
+	rows := int64(0)
 	for r.Next() {
 		rec := r.Record()
+		rows += rec.NumRows()
+		if rows < 0 || rows > d.limit/int64(unsafe.Sizeof(flow.Pseudo{})) {
+			return dst, flow.BatchID{}, ErrTooLarge
+		}
 		if first && rec.NumRows() > 0 {
 			ids, err := AppendBatchIDs(nil, rec.NewSlice(0, 1))
 			if err != nil {

@@ -46,6 +46,9 @@ func AppendFlows(dst []flow.Pseudo, rec arrow.Record) ([]flow.Pseudo, error) {
 		return dst, fmt.Errorf("flow schema version %q, want %d", v, SchemaVersion)
 	}
 	n := int(rec.NumRows())
+	if err := checkLengths(rec); err != nil {
+		return dst, err
+	}
 	start := len(dst)
 	dst = append(dst, make([]flow.Pseudo, n)...)
 	out := dst[start:]
@@ -127,10 +130,52 @@ func AppendFlows(dst []flow.Pseudo, rec arrow.Record) ([]flow.Pseudo, error) {
 	return dst, nil
 }
 
+// checkLengths checks that every column has NumRows values and that the
+// buffers really hold them, before anything is allocated for the rows: the
+// row count of a record read from a stream is untrusted.
+func checkLengths(rec arrow.Record) error {
+	n := int(rec.NumRows())
+	if n < 0 {
+		return fmt.Errorf("negative row count")
+	}
+	for i, f := range rec.Schema().Fields() {
+		col := rec.Column(i)
+		if col.Len() != n {
+			return fmt.Errorf("column %s has %d rows, want %d", f.Name, col.Len(), n)
+		}
+		if n == 0 {
+			continue
+		}
+		data := col.Data()
+		if d, ok := col.(*array.Dictionary); ok {
+			data = d.Indices().Data()
+		}
+		bufs := data.Buffers()
+		need := 0
+		switch t := data.DataType().(type) {
+		case arrow.FixedWidthDataType:
+			need = (n*t.BitWidth() + 7) / 8
+		case *arrow.StringType, *arrow.BinaryType:
+			need = (n + 1) * 4
+		case *arrow.LargeStringType, *arrow.LargeBinaryType:
+			need = (n + 1) * 8
+		default:
+			continue
+		}
+		if len(bufs) < 2 || bufs[1] == nil || bufs[1].Len() < need {
+			return fmt.Errorf("column %s: buffer too short for %d rows", f.Name, n)
+		}
+	}
+	return nil
+}
+
 // AppendBatchIDs appends the batch_id column of rec to dst (zero IDs when
 // the column is missing) and returns the extended slice.
 func AppendBatchIDs(dst []flow.BatchID, rec arrow.Record) ([]flow.BatchID, error) {
 	n := int(rec.NumRows())
+	if err := checkLengths(rec); err != nil {
+		return dst, err
+	}
 	start := len(dst)
 	dst = append(dst, make([]flow.BatchID, n)...)
 	idx := rec.Schema().FieldIndices(ColBatchID)
