@@ -29,7 +29,7 @@ func TestDefaultConfigValidates(t *testing.T) {
 func testConfig(dir string) Config {
 	c := DefaultConfig()
 	c.Dir = dir
-	c.RowGroupRows = 500
+	c.RowGroupRows = 5000
 	c.RetryInitial = 10 * time.Millisecond
 	c.RetryMax = 50 * time.Millisecond
 	c.StopTimeout = 5 * time.Second
@@ -147,8 +147,8 @@ func TestRotation(t *testing.T) {
 	w := start(t, cfg, nil)
 	ctx := context.Background()
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	// Rotation by size: 40k flows are well over 1 MiB in memory.
-	for _, b := range sinktest.Flows(0, 40000, 1000, t0) {
+	// Rotation by size: 200k flows are well over 1 MiB compressed.
+	for _, b := range sinktest.Flows(0, 200_000, 1000, t0) {
 		if err := w.WriteFlows(ctx, b); err != nil {
 			t.Fatal(err)
 		}
@@ -218,9 +218,9 @@ func outage(t *testing.T, dir string, repair func() error) {
 	t.Helper()
 	cfg := testConfig(dir)
 	cfg.MaxFileBytes = 1 << 20
-	cfg.MaxPendingBytes = 2 << 20
+	cfg.MaxPendingBytes = 1 << 20
 	cfg.RotateInterval = 200 * time.Millisecond
-	cfg.RowGroupRows = 1000
+	cfg.RowGroupRows = 10000
 	w := start(t, cfg, nil)
 
 	var (
