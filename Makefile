@@ -36,8 +36,10 @@ fuzz:
 fuzz-short:
 	./scripts/fuzz.sh $(FUZZTIME_TEST)
 
+# -p 1: one package's benchmarks at a time, so that the loopback benchmark
+# (bench/loopback) and the decode benchmarks do not share the CPUs.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+	$(GO) test -p 1 -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 
 # Regenerate the configuration reference and the sample configuration.
 docs:
