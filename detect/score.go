@@ -41,8 +41,9 @@ type fitScratch struct {
 // the true period explains the gaps as well, so a shorter period must
 // explain clearly more gaps to be preferred (half-period artefacts, such as
 // a retry midway through some intervals, do not). The winner is then
-// refined to sum(g)/sum(k) over its inliers. Periods outside [minP, maxP]
-// are not considered.
+// refined to sum(g)/sum(k) over its inliers, and finally set to the
+// interquartile mean of the per-gap estimates g/k. Periods outside
+// [minP, maxP] are not considered.
 func fitPeriod(gaps []float64, minP, maxP, tol float64, maxK int, s *fitScratch) periodFit {
 	n := len(gaps)
 	if n == 0 {
@@ -101,17 +102,21 @@ func fitPeriod(gaps []float64, minP, maxP, tol float64, maxK int, s *fitScratch)
 		}
 		p = np
 	}
-	// Last step over every gap within a wider tolerance, so that wide
-	// jitter does not bias the estimate towards the inliers' side.
-	var sg, sk float64
+	// Last step: the interquartile mean of the per-gap estimates g/k over
+	// every gap within a wider tolerance. Robust to a few slow intervals
+	// on one side (a slow request), and for two alternating intervals it
+	// is their mean.
+	s.tmp = s.tmp[:0]
 	for _, g := range s.sorted {
 		if k := beats(g, p); math.Abs(g/p-k) <= 1.6*tol {
-			sg += g
-			sk += k
+			s.tmp = append(s.tmp, g/k)
 		}
 	}
-	if np := sg / sk; sk > 0 && np >= minP && np <= maxP {
-		p = np
+	if len(s.tmp) > 0 {
+		slices.Sort(s.tmp)
+		if np := centralMean(s.tmp); np >= minP && np <= maxP {
+			p = np
+		}
 	}
 	var in int
 	var sumK float64

@@ -1,18 +1,346 @@
 package main
 
 import (
+	"bufio"
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+
+	"github.com/ccflow/ccflow/collector/archive"
+	"github.com/ccflow/ccflow/detect"
+	"github.com/ccflow/ccflow/enrich"
+	"github.com/ccflow/ccflow/flow"
 )
 
-// newReplayCmd is a placeholder until issue 4 lands; it fails loudly.
+// replayOptions are the replay flags that are not configuration keys.
+type replayOptions struct {
+	format            archive.Format
+	mapping           archive.Mapping
+	files             []string
+	out, pairsOut     string
+	sample            int
+	seed              uint64
+	start             time.Time
+	dropLabels        []string
+	includeSuppressed bool
+}
+
 func newReplayCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "replay",
-		Short: "Replay flow archives through privacy and the detector",
-		RunE: func(*cobra.Command, []string) error {
-			return errors.New("replay: not implemented yet (issue 4)")
+	var (
+		opts                  replayOptions
+		format, mapping, from string
+	)
+	cmd := &cobra.Command{
+		Use:   "replay --format FORMAT --out CANDIDATES.jsonl FILE...",
+		Short: "Replay flow archives through privacy, enrichment and the detector",
+		Long: `replay reads flow archives, sorts their flows by start time, and runs them
+through the same stages as the live pipeline, in event time and as fast as the
+machine allows: the privacy stage (subscriber prefixes, keyed pseudonyms; raw
+addresses never leave this process), enrichment (when configured) and the
+detector. It writes one candidate per JSON line to --out (and, with
+--pairs-out, the pair scores of beaconing pairs).
+
+Formats: binetflow (Argus CSV, as in CTU-13), zeek (conn.log TSV with a
+#fields header), cicflowmeter (CICFlowMeter CSV), csv (any delimited file, with
+--map naming its columns) and nfcapd (files written by nfdump 1.7). Text
+files may be gzip-compressed.
+
+--sample N keeps each flow with probability 1/N (seeded by --seed) and marks it
+1:N sampled, to study sampled export. --start moves the earliest flow to the
+given time, for captures with relative timestamps (the privacy stage's key
+epochs start in 1970-01-05). Replay holds the flows of all FILEs in memory
+(about 140 bytes each) to sort them.`,
+		Example: `  ccflow replay --format binetflow --subscribers 147.32.0.0/16 --keys /tmp/keys \
+      --out candidates.jsonl capture20110818-2.binetflow.gz
+  ccflow replay --format zeek --subscribers 192.168.1.0/24 --start 2017-03-08T13:47:04Z \
+      --sample 10 --out njrat.jsonl labeled-conn.log.gz
+  ccflow replay --format csv --map start=ts,src=sa,dst=da,dport=dp,proto=pr,bytes=ibyt \
+      --subscribers 10.0.0.0/8 --out c.jsonl flows.csv`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, done, err := loadConfig(cmd)
+			if err != nil || done {
+				return err
+			}
+			if opts.format, err = archive.ParseFormat(format); err != nil {
+				return err
+			}
+			if mapping != "" {
+				if opts.format != archive.FormatCSV {
+					return errors.New("--map applies to --format csv only")
+				}
+				if opts.mapping, err = archive.ParseMapping(mapping); err != nil {
+					return fmt.Errorf("--map: %w", err)
+				}
+			} else if opts.format == archive.FormatCSV {
+				return errors.New("--format csv needs --map")
+			}
+			if opts.sample < 1 {
+				return errors.New("--sample must be at least 1")
+			}
+			if from != "" {
+				if opts.start, err = time.Parse(time.RFC3339Nano, from); err != nil {
+					return fmt.Errorf("--start: %w", err)
+				}
+			}
+			if opts.out == "" {
+				return errors.New("--out is required")
+			}
+			opts.files = args
+			return runReplay(cmd.Context(), cfg, opts, cmd.ErrOrStderr())
 		},
 	}
+	fs := cmd.Flags()
+	fs.StringVar(&format, "format", "", "archive `FORMAT`: binetflow, zeek, cicflowmeter, csv or nfcapd")
+	fs.StringVar(&mapping, "map", "", "column mapping for --format csv: `KEY=COLUMN,...` with keys start, end, dur, dur_unit, src, dst, sport, dport, proto, bytes, packets, sampling, label, time, sep")
+	fs.StringVar(&opts.out, "out", "", "write candidates as JSON lines to `FILE` (- for stdout)")
+	fs.StringVar(&opts.pairsOut, "pairs-out", "", "write pair scores of beaconing pairs as JSON lines to `FILE`")
+	fs.IntVar(&opts.sample, "sample", 1, "keep each flow with probability 1/`N` and mark it 1:N sampled")
+	fs.Uint64Var(&opts.seed, "seed", 1, "`SEED` of --sample")
+	fs.StringVar(&from, "start", "", "shift all flows so that the earliest starts at `TIME` (RFC 3339)")
+	fs.StringSliceVar(&opts.dropLabels, "drop-label", nil, "drop flows whose ground-truth label contains `TEXT` (repeatable; binetflow, zeek, cicflowmeter)")
+	fs.BoolVar(&opts.includeSuppressed, "include-suppressed", false, "also write candidates suppressed by an allowlist (with their reason)")
+	addPrivacyFlags(fs)
+	bindFlag(fs, "window", "detect.window", "detection window `DURATION`")
+	bindFlag(fs, "hop", "detect.hop", "evaluation hop `DURATION`")
+	bindFlag(fs, "threshold", "detect.threshold", "candidate score `THRESHOLD` (0..1)")
+	return cmd
+}
+
+// replayBatch is the number of flows pseudonymized and observed at once.
+const replayBatch = 4096
+
+// runReplay reads opts.files and replays them; the summary is logged.
+func runReplay(ctx context.Context, cfg Config, opts replayOptions, stderr io.Writer) error {
+	began := time.Now()
+	reg := prometheus.NewRegistry()
+	priv, log, err := newPrivacy(stderr, cfg, reg)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = priv.Stop() }()
+	enr, err := enrich.New(cfg.Enrich, enrich.Deps{Logger: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	allow, err := loadAllowlists(cfg.Detect.Allowlists)
+	if err != nil {
+		return err
+	}
+	det, err := detect.New(cfg.Detect, detect.Deps{Logger: log, Registerer: reg, Allowlist: allow})
+	if err != nil {
+		return err
+	}
+
+	recs, read, err := readArchives(opts, log)
+	if err != nil {
+		return err
+	}
+	out, closeOut, err := createOutput(opts.out)
+	if err != nil {
+		return err
+	}
+	defer closeOut()
+	var pairsOut *bufio.Writer
+	if opts.pairsOut != "" {
+		w, closePairs, err := createOutput(opts.pairsOut)
+		if err != nil {
+			return err
+		}
+		defer closePairs()
+		pairsOut = w
+	}
+	w := &resultWriter{cands: json.NewEncoder(out), includeSuppressed: opts.includeSuppressed}
+	if pairsOut != nil {
+		w.pairs = json.NewEncoder(pairsOut)
+	}
+
+	buf := make([]flow.Pseudo, 0, replayBatch)
+	var pseudonymized int
+	for i := 0; i < len(recs); i += replayBatch {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		buf = priv.Pseudonymize(recs[i:min(len(recs), i+replayBatch)], buf[:0])
+		pseudonymized += len(buf)
+		enr.Enrich(buf)
+		det.Observe(buf)
+		if err := w.write(det.Results()); err != nil {
+			return err
+		}
+	}
+	clear(recs) // raw addresses: do not keep them longer than needed
+	det.Flush()
+	if err := w.write(det.Results()); err != nil {
+		return err
+	}
+	if err := out.Flush(); err != nil {
+		return fmt.Errorf("write %s: %w", opts.out, err)
+	}
+	if pairsOut != nil {
+		if err := pairsOut.Flush(); err != nil {
+			return fmt.Errorf("write %s: %w", opts.pairsOut, err)
+		}
+	}
+	el := time.Since(began)
+	st := det.Stats()
+	log.Info("replay finished", "files", len(opts.files), "flows_read", read, "flows_replayed", len(recs),
+		"flows_pseudonymized", pseudonymized, "windows", w.windows, "candidates", w.candidates,
+		"pair_scores", w.pairScores, "tracked_pairs", st.Pairs, "seconds", el.Seconds(),
+		"flows_per_second", float64(len(recs))/max(el.Seconds(), 1e-9))
+	return nil
+}
+
+// readArchives reads, filters, samples, shifts and sorts the records of
+// every file.
+func readArchives(opts replayOptions, log *slog.Logger) ([]flow.Record, int, error) {
+	var recs []flow.Record
+	read := 0
+	var rng *rand.Rand
+	if opts.sample > 1 {
+		rng = rand.New(rand.NewPCG(opts.seed, 0x5a5a))
+	}
+	for _, path := range opts.files {
+		r, err := archive.Open(path, opts.format, archive.Options{Mapping: opts.mapping})
+		if err != nil {
+			return nil, 0, err
+		}
+		var rec flow.Record
+		for {
+			rec = flow.Record{}
+			if err := r.Next(&rec); err != nil {
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				_ = r.Close()
+				return nil, 0, fmt.Errorf("%s: %w", path, err)
+			}
+			read++
+			if dropLabel(r.Label(), opts.dropLabels) {
+				continue
+			}
+			if rng != nil {
+				if rng.IntN(opts.sample) != 0 {
+					continue
+				}
+				rec.SamplingRate = max(1, rec.SamplingRate) * uint32(opts.sample)
+			}
+			recs = append(recs, rec)
+		}
+		if n := r.Skipped(); n > 0 {
+			log.Warn("rows skipped as unparseable", "file", path, "rows", n)
+		}
+		if err := r.Close(); err != nil {
+			return nil, 0, fmt.Errorf("close %s: %w", path, err)
+		}
+	}
+	if len(recs) == 0 {
+		return nil, read, errors.New("no flows to replay")
+	}
+	slices.SortStableFunc(recs, func(a, b flow.Record) int {
+		switch {
+		case a.TimeStartMs < b.TimeStartMs:
+			return -1
+		case a.TimeStartMs > b.TimeStartMs:
+			return 1
+		}
+		return 0
+	})
+	if !opts.start.IsZero() {
+		shift := opts.start.UnixMilli() - recs[0].TimeStartMs
+		for i := range recs {
+			recs[i].TimeStartMs += shift
+			recs[i].TimeEndMs += shift
+			if recs[i].TimeReceivedMs != 0 {
+				recs[i].TimeReceivedMs += shift
+			}
+		}
+	}
+	return recs, read, nil
+}
+
+func dropLabel(label string, drop []string) bool {
+	for _, d := range drop {
+		if d != "" && strings.Contains(label, d) {
+			return true
+		}
+	}
+	return false
+}
+
+func createOutput(path string) (*bufio.Writer, func(), error) {
+	if path == "-" {
+		w := bufio.NewWriter(os.Stdout)
+		return w, func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create output: %w", err)
+	}
+	return bufio.NewWriterSize(f, 1<<16), func() { _ = f.Close() }, nil
+}
+
+// resultWriter writes detector results as JSON lines.
+type resultWriter struct {
+	cands, pairs                    *json.Encoder
+	includeSuppressed               bool
+	windows, candidates, pairScores int
+}
+
+func (w *resultWriter) write(res []detect.Result) error {
+	for _, r := range res {
+		w.windows++
+		for i := range r.Candidates {
+			c := &r.Candidates[i]
+			if c.Suppressed != "" && !w.includeSuppressed {
+				continue
+			}
+			if err := w.cands.Encode(c); err != nil {
+				return fmt.Errorf("write candidate: %w", err)
+			}
+			w.candidates++
+		}
+		if w.pairs == nil {
+			continue
+		}
+		for i := range r.Pairs {
+			if err := w.pairs.Encode(&r.Pairs[i]); err != nil {
+				return fmt.Errorf("write pair score: %w", err)
+			}
+			w.pairScores++
+		}
+	}
+	return nil
+}
+
+// loadAllowlists builds the detector's allowlist from the built-in lists
+// and the operator's files.
+func loadAllowlists(c detect.AllowlistConfig) (*detect.Allowlist, error) {
+	a, err := detect.NewBuiltinAllowlist(c.Builtin)
+	if err != nil {
+		return nil, err
+	}
+	for _, path := range c.Files {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("open allowlist: %w", err)
+		}
+		err = a.Add(path, f)
+		_ = f.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
 }
