@@ -25,6 +25,10 @@ const (
 	reasonVersion       = "bad_version"
 )
 
+// flushRecords bounds the records a worker holds before calling the
+// handler: a batch of datagrams full of tiny records cannot grow it further.
+const flushRecords = 8192
+
 // worker reads one socket and decodes its datagrams. Its buffers are reused
 // for every batch.
 type worker struct {
@@ -80,6 +84,9 @@ func (w *worker) run() {
 			}
 			src, _ := netip.AddrFromSlice(ua.IP)
 			w.datagram(m.Buffers[0][:m.N], src.Unmap(), m.Flags&msgTrunc != 0, now)
+			if len(w.out) >= flushRecords {
+				w.flush()
+			}
 		}
 		w.flush()
 	}

@@ -238,6 +238,12 @@ func (s *Session) templateSet(ctx *Record, body []byte, nowMs int64) {
 			s.withdraw(ctx, id, false)
 			continue
 		}
+		if count > s.lim.MaxFields {
+			// Refused before its fields are read, which bounds the
+			// scratch space; the rest of the set is skipped.
+			s.note(ErrTemplate)
+			return
+		}
 		var ok bool
 		if body, ok = s.readFields(ctx.Version, body, count); !ok {
 			s.note(ErrTemplate)
@@ -278,6 +284,10 @@ func (s *Session) optionsTemplateSet(ctx *Record, body []byte, nowMs int64) {
 				s.note(ErrTemplate)
 				return
 			}
+		}
+		if count > s.lim.MaxFields {
+			s.note(ErrTemplate)
+			return
 		}
 		var ok bool
 		if body, ok = s.readFields(ctx.Version, body, count); !ok {
@@ -323,7 +333,7 @@ func (s *Session) addTemplate(ctx *Record, id uint16, fields []tfield, nScope in
 	var err error
 	var t *template
 	switch {
-	case id < 256 || len(fields) > s.lim.MaxFields:
+	case id < 256:
 		err = ErrTemplate
 	default:
 		t, err = compile(key, fields, nScope, options)
