@@ -160,61 +160,52 @@ func parseEntry(s string) (netip.Prefix, error) {
 	return p, nil
 }
 
-// intelTable answers which lists contain an address. Every prefix holds the
-// set of lists of itself and of all its supernets, so the longest-prefix
-// match alone gives the complete set.
+// intelTable answers which lists contain an address. Every prefix holds
+// the set of lists of itself and of all its supernets, so the
+// longest-prefix match alone gives the complete set. Sets are stored as
+// small dense IDs into names; ID 0 is the empty set.
 type intelTable struct {
-	table *bart.Table[uint64]
-	// names maps every set that a lookup can return to its comma-joined
+	table *bart.Table[uint32]
+	// names holds, for every set a lookup can return, the comma-joined
 	// list names in configuration order.
-	names map[uint64]string
+	names []string
 }
 
 // buildIntel combines the parsed lists (index = bit) into one table.
 func buildIntel(names []string, lists [][]netip.Prefix) *intelTable {
-	t := &bart.Table[uint64]{}
+	sets := &bart.Table[uint64]{}
 	for i, l := range lists {
 		bit := uint64(1) << i
 		for _, p := range l {
-			t.Modify(p, func(old uint64, _ bool) (uint64, bool) { return old | bit, false })
+			sets.Modify(p, func(old uint64, _ bool) (uint64, bool) { return old | bit, false })
 		}
 	}
-	// Fold supernets into every prefix.
-	type upd struct {
-		p netip.Prefix
-		v uint64
-	}
-	var ups []upd
-	for p, v := range t.All() {
-		all := v
-		for _, sv := range t.Supernets(p) {
-			all |= sv
+	it := &intelTable{table: &bart.Table[uint32]{}, names: []string{""}}
+	ids := map[uint64]uint32{0: 0}
+	for p, v := range sets.All() {
+		for _, sv := range sets.Supernets(p) {
+			v |= sv
 		}
-		if all != v {
-			ups = append(ups, upd{p, all})
-		}
-	}
-	for _, u := range ups {
-		t.Insert(u.p, u.v)
-	}
-	it := &intelTable{table: t, names: map[uint64]string{}}
-	for _, v := range t.All() {
-		if _, ok := it.names[v]; ok {
-			continue
-		}
-		var parts []string
-		for i := range names {
-			if v&(1<<i) != 0 {
-				parts = append(parts, names[i])
+		id, ok := ids[v]
+		if !ok {
+			var parts []string
+			for i := range names {
+				if v&(1<<i) != 0 {
+					parts = append(parts, names[i])
+				}
 			}
+			id = uint32(len(it.names))
+			ids[v] = id
+			it.names = append(it.names, strings.Join(parts, ","))
 		}
-		it.names[v] = strings.Join(parts, ",")
+		it.table.Insert(p, id)
 	}
 	return it
 }
 
-// lookup returns the set of lists that contain a.
-func (t *intelTable) lookup(a netip.Addr) uint64 {
-	v, _ := t.table.Lookup(a)
-	return v
+// lookup returns the comma-joined names of the lists that contain a (a
+// pointer into the table, valid as long as the table).
+func (t *intelTable) lookup(a netip.Addr) *string {
+	id, _ := t.table.Lookup(a)
+	return &t.names[id]
 }

@@ -110,7 +110,7 @@ func TestIntelTable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		a := netip.MustParseAddr(tt.addr).Unmap()
-		if got := it.names[it.lookup(a)]; got != tt.want {
+		if got := *it.lookup(a); got != tt.want {
 			t.Errorf("%s: got %q, want %q", tt.addr, got, tt.want)
 		}
 	}

@@ -40,7 +40,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		reloadErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "reload_errors_total",
 			Help: "Failed reloads of a source; the previous data stays in use."}, []string{"source"}),
 		entries: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "source_entries",
-			Help: "Entries in a loaded source: prefixes of an intel list, search-tree nodes of an MMDB file."}, []string{"source"}),
+			Help: "Entries in a loaded source: prefixes of an intel list, networks of an MMDB file."}, []string{"source"}),
 		loadTime: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "source_load_timestamp_seconds",
 			Help: "Unix time at which the data in use for a source was loaded."}, []string{"source"}),
 	}

@@ -10,48 +10,86 @@ import (
 	"github.com/oschwald/maxminddb-golang/v2/mmdbdata"
 )
 
-// openMMDBBytes opens a MaxMind-format database held in memory and, with
-// verify, checks all of it. Files are read, not memory-mapped: operators
-// replace databases in place (cp, curl -o), and a mapped file that is
-// rewritten or truncated under a reader gives wrong answers or SIGBUS.
-func openMMDBBytes(data []byte, verify bool) (*maxminddb.Reader, error) {
+// mmdbData is one loaded MMDB file with every record it holds decoded
+// once, by data offset: the lookup path maps an offset to shared, interned
+// values without decoding or allocating, and without locks.
+type mmdbData struct {
+	r *maxminddb.Reader
+	// v4only marks an IPv4-only database, which answers IPv6 lookups
+	// with an error instead of "not found".
+	v4only bool
+	// networks is the number of networks in the search tree.
+	networks int
+	// as (ASN databases) and cc (country databases) hold the decoded
+	// records by data offset.
+	as map[uintptr]*asInfo
+	cc map[uintptr]*string
+}
+
+// asInfo is what an ASN record gives a flow.
+type asInfo struct {
+	asn      uint32
+	org      string
+	provider string
+}
+
+// loadMMDB opens a MaxMind-format database held in memory and decodes
+// every distinct record (as ASN or as country records, by kind); with
+// verify it also decodes every record completely, so a corrupt file is
+// refused at load instead of failing lookups. Files are read, not
+// memory-mapped: operators replace databases in place (cp, curl -o), and a
+// mapped file rewritten or truncated under a reader gives wrong answers or
+// SIGBUS.
+//
+// Reader.Verify is not used: it also rejects readable databases over
+// metadata (an empty description, as mmdbwriter-built and some third-party
+// files have).
+func loadMMDB(data []byte, kind sourceKind, verify bool, providers *providerTable) (*mmdbData, error) {
 	r, err := maxminddb.OpenBytes(data)
 	if err != nil {
 		return nil, fmt.Errorf("not a valid MMDB file: %w", err)
 	}
-	if verify {
-		if err := verifyMMDB(r); err != nil {
-			return nil, fmt.Errorf("corrupt MMDB file: %w", err)
-		}
+	d := &mmdbData{r: r, v4only: r.Metadata.IPVersion == 4}
+	if kind == srcASN {
+		d.as = map[uintptr]*asInfo{}
+	} else {
+		d.cc = map[uintptr]*string{}
 	}
-	return r, nil
-}
-
-// verifyMMDB walks the whole search tree and decodes every distinct data
-// record completely. It is used instead of Reader.Verify, which also
-// rejects readable databases over metadata (for example an empty
-// description, as third-party and mmdbwriter-built files have).
-func verifyMMDB(r *maxminddb.Reader) error {
-	seen := map[uintptr]struct{}{}
+	countries := map[string]*string{}
+	seen := map[uintptr]bool{}
 	for res := range r.Networks() {
 		if err := res.Err(); err != nil {
-			return err
+			return nil, fmt.Errorf("corrupt MMDB file: %w", err)
 		}
+		d.networks++
 		off := res.Offset()
-		if _, ok := seen[off]; ok {
+		if seen[off] {
 			continue
 		}
-		seen[off] = struct{}{}
-		var v any
-		if err := res.Decode(&v); err != nil {
-			return fmt.Errorf("record of %s: %w", res.Prefix(), err)
+		seen[off] = true
+		if verify {
+			var v any
+			if err := res.Decode(&v); err != nil {
+				return nil, fmt.Errorf("corrupt MMDB file: record of %s: %w", res.Prefix(), err)
+			}
 		}
 		var rec record
 		if err := res.Decode(&rec); err != nil {
-			return fmt.Errorf("record of %s: %w", res.Prefix(), err)
+			return nil, fmt.Errorf("corrupt MMDB file: record of %s: %w", res.Prefix(), err)
 		}
+		if kind == srcASN {
+			d.as[off] = &asInfo{asn: rec.ASN, org: rec.Org, provider: providers.class(rec.ASN, rec.Org)}
+			continue
+		}
+		cc := countries[rec.Country]
+		if cc == nil {
+			code := rec.Country
+			cc = &code
+			countries[code] = cc
+		}
+		d.cc[off] = cc
 	}
-	return nil
+	return d, nil
 }
 
 // unwrapPath drops the *os.PathError wrapper, whose text repeats the file

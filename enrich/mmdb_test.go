@@ -172,10 +172,11 @@ func TestRecordDirect(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := openMMDBBytes(data, true)
+			d, err := loadMMDB(data, srcASN, true, &providerTable{})
 			if err != nil {
 				t.Fatal(err)
 			}
+			r := d.r
 			n := 0
 			for res := range r.Networks() {
 				var got record

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
-	maxminddb "github.com/oschwald/maxminddb-golang/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccflow/ccflow/flow"
@@ -52,7 +51,6 @@ type Enricher struct {
 	// cacheShift and cacheSets size each worker's cache (0 sets: no cache).
 	cacheSets  int
 	cacheShift uint
-	memoLimit  int
 	seed0      uint64
 	seed1      uint64
 
@@ -72,12 +70,9 @@ type Enricher struct {
 // snapshot is the immutable data that workers read; a reload builds a new
 // one and swaps it in.
 type snapshot struct {
-	asn     *maxminddb.Reader // nil: no ASN database
-	country *maxminddb.Reader // nil: no country database
-	intel   *intelTable       // nil: no intel lists
-	// asn4 and country4 mark IPv4-only databases, which answer IPv6
-	// lookups with an error instead of "not found".
-	asn4, country4 bool
+	asn     *mmdbData   // nil: no ASN database
+	country *mmdbData   // nil: no country database
+	intel   *intelTable // nil: no intel lists
 }
 
 type sourceKind uint8
@@ -98,7 +93,7 @@ type source struct {
 	column string
 
 	stat     os.FileInfo
-	reader   *maxminddb.Reader
+	db       *mmdbData
 	prefixes []netip.Prefix
 }
 
@@ -179,7 +174,6 @@ func New(cfg Config, deps Deps) (*Enricher, error) {
 			e.cacheShift--
 		}
 	}
-	e.memoLimit = max(1<<16, cfg.CacheSize)
 	e.pool.New = func() any { return e.NewWorker() }
 
 	e.providers.byASN = map[uint32]int{}
@@ -325,9 +319,9 @@ func (e *Enricher) reload(pick func(*source) bool) error {
 		for _, s := range e.sources {
 			switch s.kind {
 			case srcASN:
-				ns.asn, ns.asn4 = s.reader, s.reader.Metadata.IPVersion == 4
+				ns.asn = s.db
 			case srcCountry:
-				ns.country, ns.country4 = s.reader, s.reader.Metadata.IPVersion == 4
+				ns.country = s.db
 			case srcIntel:
 				names = append(names, strings.TrimPrefix(s.label, "intel/"))
 				lists = append(lists, s.prefixes)
@@ -337,7 +331,8 @@ func (e *Enricher) reload(pick func(*source) bool) error {
 			ns.intel = buildIntel(names, lists)
 		}
 		// The old readers are not closed: a worker may still be in a
-		// batch with them. They are in-memory (not mapped), so the
+		// batch with them, or hold cache entries that point into them
+		// until its next batch. They are in memory (not mapped), so the
 		// garbage collector frees them with the last reference.
 		e.snap.Store(ns)
 	}
@@ -360,12 +355,12 @@ func (e *Enricher) load(s *source) (int, error) {
 		s.prefixes, s.stat = ps, fi
 		return len(ps), nil
 	default:
-		r, err := openMMDBBytes(data, e.cfg.VerifyMMDB)
+		d, err := loadMMDB(data, s.kind, e.cfg.VerifyMMDB, &e.providers)
 		if err != nil {
 			return 0, err
 		}
-		s.reader, s.stat = r, fi
-		return int(r.Metadata.NodeCount), nil
+		s.db, s.stat = d, fi
+		return d.networks, nil
 	}
 }
 

@@ -12,20 +12,17 @@ import (
 // worker goroutine its own (Enricher.NewWorker), or call Enricher.Enrich,
 // which pools Workers. A Worker sees a reload at its next Enrich call.
 //
-// The cache is 2-way set-associative, CacheSize entries of 24 bytes,
-// indexed by a hash with a per-Enricher random seed (so remote addresses
-// chosen by an attacker cannot be aimed at one set). Behind it, per-worker
-// memos map MMDB record offsets to decoded, interned strings, so a miss
-// decodes a record only the first time the worker meets it.
+// The cache is 2-way set-associative, CacheSize entries of 40 bytes,
+// indexed by a multiplicative hash with a per-Enricher random seed (so
+// remote addresses chosen by an attacker cannot be aimed at one set). An
+// entry points at the snapshot's decoded, shared values, so a hit copies
+// five words and a miss (two MMDB lookups and one trie lookup) decodes and
+// allocates nothing.
 type Worker struct {
 	e     *Enricher
 	snap  *snapshot
 	sets  []cacheSet
 	shift uint
-
-	asMemo map[uintptr]*asInfo
-	ccMemo map[uintptr]string
-	facts  map[factsKey]*facts
 
 	lastExp     flow.Addr
 	lastExpInfo *exporterInfo
@@ -36,41 +33,23 @@ type Worker struct {
 
 type cacheSet [2]cacheEntry
 
-// cacheEntry caches the facts of one remote address (as two words). The
-// zero entry never matches: the zero address is not looked up.
+// cacheEntry holds the enrichment of one remote address (lo, hi: its 16
+// bytes). The zero entry never matches: the zero address is not looked up.
+// The pointers are never nil.
 type cacheEntry struct {
 	lo, hi uint64
-	f      *facts
+	as     *asInfo
+	cc     *string
+	intel  *string
 }
 
-// facts is what a remote address gets; one per distinct combination of
-// AS record, country record and intel-list set, per worker.
-type facts struct {
-	asn      uint32
-	org      string
-	country  string
-	provider string
-	intel    string
-}
-
-type factsKey struct {
-	as, cc uintptr
-	intel  uint64
-}
-
-type asInfo struct {
-	asn      uint32
-	org      string
-	provider string
-}
-
-// noRecord marks "not in the database" in a factsKey.
-const noRecord = ^uintptr(0)
-
-var noFacts = &facts{}
+var (
+	noAS    = &asInfo{}
+	noValue = new(string)
+)
 
 // NewWorker returns a Worker for one goroutine. Its cache memory
-// (CacheSize × 24 bytes) is allocated here, once.
+// (CacheSize × 40 bytes) is allocated here, once.
 func (e *Enricher) NewWorker() *Worker {
 	w := &Worker{e: e, shift: e.cacheShift}
 	if e.cacheSets > 0 {
@@ -79,22 +58,14 @@ func (e *Enricher) NewWorker() *Worker {
 	return w
 }
 
-// reset drops everything derived from an older snapshot.
-func (w *Worker) reset(s *snapshot) {
-	w.snap = s
-	clear(w.sets)
-	w.asMemo = map[uintptr]*asInfo{}
-	w.ccMemo = map[uintptr]string{}
-	w.facts = map[factsKey]*facts{}
-}
-
 // Enrich is Enricher.Enrich for this worker's goroutine; it allocates
-// nothing once the cache is warm.
+// nothing.
 func (w *Worker) Enrich(flows []flow.Pseudo) {
 	e := w.e
 	snap := e.snap.Load()
 	if snap != w.snap {
-		w.reset(snap)
+		w.snap = snap
+		clear(w.sets)
 	}
 	var lookups, hits, intel uint64
 	names := len(e.exporters) > 0
@@ -108,37 +79,39 @@ func (w *Worker) Enrich(flows []flow.Pseudo) {
 		}
 		lo := binary.LittleEndian.Uint64(f.Remote[:8])
 		hi := binary.LittleEndian.Uint64(f.Remote[8:])
-		var fc *facts
-		switch {
-		case lo == 0 && hi == 0:
-			fc = noFacts
-		case len(sets) > 0:
-			lookups++
+		if lo == 0 && hi == 0 {
+			f.RemoteASN, f.RemoteASOrg, f.RemoteCountry, f.Provider, f.Intel = 0, "", "", "", ""
+			continue
+		}
+		lookups++
+		var ce *cacheEntry
+		var tmp cacheEntry
+		if len(sets) > 0 {
 			h := (lo ^ e.seed0) * 0x9e3779b97f4a7c15
 			h = (h ^ hi ^ e.seed1) * 0xbf58476d1ce4e5b9
 			set := &sets[h>>w.shift]
 			switch {
 			case set[0].lo == lo && set[0].hi == hi:
-				fc = set[0].f
+				ce = &set[0]
 				hits++
 			case set[1].lo == lo && set[1].hi == hi:
-				fc = set[1].f
+				ce = &set[1]
 				hits++
 			default:
-				fc = w.miss(snap, f.Remote)
 				set[1] = set[0]
-				set[0] = cacheEntry{lo: lo, hi: hi, f: fc}
+				set[0] = w.miss(snap, f.Remote, lo, hi)
+				ce = &set[0]
 			}
-		default:
-			lookups++
-			fc = w.miss(snap, f.Remote)
+		} else {
+			tmp = w.miss(snap, f.Remote, lo, hi)
+			ce = &tmp
 		}
-		f.RemoteASN = fc.asn
-		f.RemoteASOrg = fc.org
-		f.RemoteCountry = fc.country
-		f.Provider = fc.provider
-		f.Intel = fc.intel
-		if fc.intel != "" {
+		f.RemoteASN = ce.as.asn
+		f.RemoteASOrg = ce.as.org
+		f.Provider = ce.as.provider
+		f.RemoteCountry = *ce.cc
+		f.Intel = *ce.intel
+		if len(f.Intel) > 0 {
 			intel++
 		}
 	}
@@ -174,64 +147,63 @@ func (w *Worker) names(f *flow.Pseudo) {
 }
 
 // miss looks a remote address up in the snapshot's sources.
-func (w *Worker) miss(s *snapshot, a flow.Addr) *facts {
+func (w *Worker) miss(s *snapshot, a flow.Addr, lo, hi uint64) cacheEntry {
+	ce := cacheEntry{lo: lo, hi: hi, as: noAS, cc: noValue, intel: noValue}
 	ip := netip.AddrFrom16(a).Unmap()
-	key := factsKey{as: noRecord, cc: noRecord}
-	if s.asn != nil && (!s.asn4 || ip.Is4()) {
-		res := s.asn.Lookup(ip)
-		if err := res.Err(); err != nil {
-			w.errs++
-		} else if res.Found() {
-			key.as = res.Offset()
+	if d := s.asn; d != nil && (ip.Is4() || !d.v4only) {
+		if off, ok := w.lookup(d, ip); ok {
+			if ai := d.as[off]; ai != nil {
+				ce.as = ai
+			} else {
+				ce.as = w.decodeAS(d, off)
+			}
 		}
 	}
-	if s.country != nil && (!s.country4 || ip.Is4()) {
-		res := s.country.Lookup(ip)
-		if err := res.Err(); err != nil {
-			w.errs++
-		} else if res.Found() {
-			key.cc = res.Offset()
+	if d := s.country; d != nil && (ip.Is4() || !d.v4only) {
+		if off, ok := w.lookup(d, ip); ok {
+			if cc := d.cc[off]; cc != nil {
+				ce.cc = cc
+			} else {
+				ce.cc = w.decodeCountry(d, off)
+			}
 		}
 	}
 	if s.intel != nil {
-		key.intel = s.intel.lookup(ip)
+		ce.intel = s.intel.lookup(ip)
 	}
-	if fc, ok := w.facts[key]; ok {
-		return fc
+	return ce
+}
+
+// lookup returns the data offset of ip's record, if any.
+func (w *Worker) lookup(d *mmdbData, ip netip.Addr) (uintptr, bool) {
+	res := d.r.Lookup(ip)
+	if err := res.Err(); err != nil {
+		w.errs++
+		return 0, false
 	}
-	if len(w.facts) >= w.e.memoLimit {
-		clear(w.facts)
-		clear(w.asMemo)
-		clear(w.ccMemo)
+	if !res.Found() {
+		return 0, false
 	}
-	fc := &facts{}
-	if key.as != noRecord {
-		ai := w.asMemo[key.as]
-		if ai == nil {
-			var r record
-			if err := s.asn.LookupOffset(key.as).Decode(&r); err != nil {
-				w.errs++
-			}
-			ai = &asInfo{asn: r.ASN, org: r.Org, provider: w.e.providers.class(r.ASN, r.Org)}
-			w.asMemo[key.as] = ai
-		}
-		fc.asn, fc.org, fc.provider = ai.asn, ai.org, ai.provider
+	return res.Offset(), true
+}
+
+// decodeAS and decodeCountry handle a record that the load-time walk did
+// not see (it sees every record a lookup can reach, so this is a
+// safeguard); they allocate.
+func (w *Worker) decodeAS(d *mmdbData, off uintptr) *asInfo {
+	var r record
+	if err := d.r.LookupOffset(off).Decode(&r); err != nil {
+		w.errs++
+		return noAS
 	}
-	if key.cc != noRecord {
-		cc, ok := w.ccMemo[key.cc]
-		if !ok {
-			var r record
-			if err := s.country.LookupOffset(key.cc).Decode(&r); err != nil {
-				w.errs++
-			}
-			cc = r.Country
-			w.ccMemo[key.cc] = cc
-		}
-		fc.country = cc
+	return &asInfo{asn: r.ASN, org: r.Org, provider: w.e.providers.class(r.ASN, r.Org)}
+}
+
+func (w *Worker) decodeCountry(d *mmdbData, off uintptr) *string {
+	var r record
+	if err := d.r.LookupOffset(off).Decode(&r); err != nil {
+		w.errs++
+		return noValue
 	}
-	if key.intel != 0 {
-		fc.intel = s.intel.names[key.intel]
-	}
-	w.facts[key] = fc
-	return fc
+	return &r.Country
 }
