@@ -34,8 +34,9 @@ import (
 //   - A row handed to a Write that returned nil is stored exactly once,
 //     even when the writer retried (deduplication token, atomic files).
 type Writer interface {
-	// Start starts the writer's background work; it returns when ctx ends
-	// or Stop is called, whichever first, without waiting for either.
+	// Start starts the writer's background work and returns; ctx bounds
+	// only the start itself. The background work runs until Stop, so that
+	// a canceled run context (SIGTERM) still lets Stop flush.
 	Start(ctx context.Context) error
 	// WriteFlows stores a batch of flows; b.ID goes to the batch_id column.
 	WriteFlows(ctx context.Context, b flow.Batch) error

@@ -103,8 +103,9 @@ func New(cfg Config, deps Deps) (*Writer, error) {
 }
 
 // Start opens the connection (lazily: ClickHouse may be down at start),
-// picks up blocks spilled by an earlier run, and starts the insert loop.
-func (w *Writer) Start(ctx context.Context) error {
+// picks up blocks spilled by an earlier run, and starts the insert loop,
+// which runs until Stop.
+func (w *Writer) Start(_ context.Context) error {
 	if w.ins == nil {
 		opts, err := Options(w.cfg)
 		if err != nil {
@@ -121,7 +122,9 @@ func (w *Writer) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	w.ctx, w.cancel = context.WithCancel(ctx)
+	// The loop outlives ctx (a canceled run context must not keep Stop
+	// from flushing); Stop ends it.
+	w.ctx, w.cancel = context.WithCancel(context.Background())
 	go w.run()
 	return nil
 }

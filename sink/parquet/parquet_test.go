@@ -303,3 +303,34 @@ func outage(t *testing.T, dir string, repair func() error) {
 		}
 	}
 }
+
+// TestStopAfterCanceledContext: the run context ends first (SIGTERM), then
+// Stop still writes everything.
+func TestStopAfterCanceledContext(t *testing.T) {
+	dir := t.TempDir()
+	w, err := New(testConfig(dir), Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	batches := sinktest.Flows(0, 3000, 300, time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))
+	for _, b := range batches {
+		if err := w.WriteFlows(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	if err := w.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	if err := ReadFlows(context.Background(), dir, func(b flow.Batch) error { n += len(b.Flows); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n != 3000 {
+		t.Errorf("%d flows on disk, want 3000", n)
+	}
+}

@@ -141,12 +141,15 @@ func New(cfg Config, deps Deps) (*Writer, error) {
 }
 
 // Start starts the goroutine that rotates files and writes them to disk.
-// An unwritable directory is not an error here: writes are retried.
-func (w *Writer) Start(ctx context.Context) error {
+// An unwritable directory is not an error here: writes are retried. The
+// goroutine runs until Stop.
+func (w *Writer) Start(_ context.Context) error {
 	if err := os.MkdirAll(w.cfg.Dir, 0o755); err != nil {
 		w.log.Warn("output directory not writable yet, will retry", "error", err)
 	}
-	w.ctx, w.cancel = context.WithCancel(ctx)
+	// The loop outlives ctx (a canceled run context must not keep Stop
+	// from flushing); Stop ends it.
+	w.ctx, w.cancel = context.WithCancel(context.Background())
 	go w.run()
 	return nil
 }
