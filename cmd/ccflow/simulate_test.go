@@ -28,7 +28,7 @@ func TestSimulateCommand(t *testing.T) {
 			buf := make([]byte, 65536)
 			c := 0
 			for {
-				_ = ln.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+				_ = ln.SetReadDeadline(time.Now().Add(3 * time.Second))
 				if _, err := ln.Read(buf); err != nil {
 					n <- c
 					return
