@@ -163,7 +163,7 @@ func (s *Session) Decode(b []byte, nowMs int64, out []Record) ([]Record, error) 
 		return out, ErrShort
 	}
 	ctx := Record{Version: binary.BigEndian.Uint16(b), ReceivedMs: nowMs}
-	limit := len(b)
+	var limit int // bytes of sets to read
 	switch ctx.Version {
 	case 9:
 		if len(b) < 20 {

@@ -19,9 +19,7 @@ var (
 	fOctets4 = nt.Field{Type: 1, Length: 4}
 	fOctets8 = nt.Field{Type: 1, Length: 8}
 	fPkts4   = nt.Field{Type: 2, Length: 4}
-	fSport   = nt.Field{Type: 7, Length: 2}
 	fDport   = nt.Field{Type: 11, Length: 2}
-	fProto   = nt.Field{Type: 4, Length: 1}
 )
 
 // syntheticSeeds are builder-made datagrams that reach the features the
