@@ -13,7 +13,6 @@ type metrics struct {
 	hits         prometheus.Counter
 	misses       prometheus.Counter
 	intel        prometheus.Counter
-	lookupErrors prometheus.Counter
 	reloads      *prometheus.CounterVec
 	reloadErrors *prometheus.CounterVec
 	entries      *prometheus.GaugeVec
@@ -33,8 +32,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Remote-address lookups that went to the sources."}),
 		intel: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "intel_matches_total",
 			Help: "Flows whose remote address is on at least one intel list."}),
-		lookupErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "lookup_errors_total",
-			Help: "MMDB lookups or record decodes that failed (the field is left empty)."}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "reloads_total",
 			Help: "Successful loads of a source, the first one included."}, []string{"source"}),
 		reloadErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "reload_errors_total",
@@ -45,7 +42,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Unix time at which the data in use for a source was loaded."}, []string{"source"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.flows, m.lookups, m.hits, m.misses, m.intel, m.lookupErrors,
+		reg.MustRegister(m.flows, m.lookups, m.hits, m.misses, m.intel,
 			m.reloads, m.reloadErrors, m.entries, m.loadTime)
 	}
 	return m

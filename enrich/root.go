@@ -102,10 +102,24 @@ func (s *source) describe() string {
 	return fmt.Sprintf("%s %s", s.key, s.file)
 }
 
-// exporterInfo holds the configured names of one exporter.
+// exporterInfo holds the configured names of one exporter. Interface
+// names sit in a slice indexed by SNMP index when the indexes are small
+// (no hashing per flow), else in a map.
 type exporterInfo struct {
-	name    string
-	ifNames map[uint32]string
+	name   string
+	dense  []string
+	sparse map[uint32]string
+}
+
+// maxDenseIfIndex is the largest SNMP index kept in exporterInfo.dense.
+const maxDenseIfIndex = 4095
+
+// ifName returns the name of interface i, or "".
+func (x *exporterInfo) ifName(i uint32) string {
+	if i < uint32(len(x.dense)) {
+		return x.dense[i]
+	}
+	return x.sparse[i]
 }
 
 // providerTable classifies ASes; rules apply in configuration order.
@@ -165,7 +179,7 @@ func New(cfg Config, deps Deps) (*Enricher, error) {
 	}
 	if cfg.CacheSize > 0 {
 		sets := 1
-		for sets*2 < cfg.CacheSize {
+		for sets*cacheWays < cfg.CacheSize {
 			sets *= 2
 		}
 		e.cacheSets = sets
@@ -191,11 +205,18 @@ func New(cfg Config, deps Deps) (*Enricher, error) {
 	for _, x := range cfg.Exporters {
 		a := netip.MustParseAddr(x.Addr) // checked by Validate
 		info := &exporterInfo{name: x.Name}
-		if len(x.Interfaces) > 0 {
-			info.ifNames = make(map[uint32]string, len(x.Interfaces))
-			for _, f := range x.Interfaces {
-				info.ifNames[f.Index] = f.Name
+		for _, f := range x.Interfaces {
+			if f.Index <= maxDenseIfIndex {
+				if int(f.Index) >= len(info.dense) {
+					info.dense = append(info.dense, make([]string, int(f.Index)+1-len(info.dense))...)
+				}
+				info.dense[f.Index] = f.Name
+				continue
 			}
+			if info.sparse == nil {
+				info.sparse = map[uint32]string{}
+			}
+			info.sparse[f.Index] = f.Name
 		}
 		e.exporters[flow.AddrFrom(a.Unmap())] = info
 	}
@@ -307,7 +328,7 @@ func (e *Enricher) reload(pick func(*source) bool) error {
 		e.m.reloads.WithLabelValues(s.label).Inc()
 		e.m.entries.WithLabelValues(s.label).Set(float64(entries))
 		e.m.loadTime.WithLabelValues(s.label).Set(float64(time.Now().UnixNano()) / 1e9)
-		e.log.Info("source loaded", "source", s.label, "file", s.file, "entries", entries, "took", time.Since(start).Round(time.Microsecond))
+		e.log.Info("source loaded", "source", s.label, "file", s.file, "entries", entries, "took", time.Since(start).Round(time.Millisecond))
 		changed = true
 		intelChanged = intelChanged || s.kind == srcIntel
 	}
@@ -330,10 +351,10 @@ func (e *Enricher) reload(pick func(*source) bool) error {
 		if intelChanged {
 			ns.intel = buildIntel(names, lists)
 		}
-		// The old readers are not closed: a worker may still be in a
-		// batch with them, or hold cache entries that point into them
-		// until its next batch. They are in memory (not mapped), so the
-		// garbage collector frees them with the last reference.
+		// Old data is not freed explicitly: a worker may still be in a
+		// batch with it, or hold cache entries that point into it until
+		// its next batch. The garbage collector frees it with the last
+		// reference.
 		e.snap.Store(ns)
 	}
 	return errors.Join(errs...)

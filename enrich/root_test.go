@@ -43,7 +43,7 @@ func fixture(t testing.TB, set func(*Config)) (*Enricher, *prometheus.Registry) 
 		{Class: "never", ASNs: []uint32{13335, 16276}},
 	}
 	cfg.Exporters = []Exporter{
-		{Addr: "192.0.2.1", Name: "edge1", Interfaces: []Interface{{Index: 10, Name: "xe-0/0/0"}, {Index: 11, Name: "xe-0/0/1"}}},
+		{Addr: "192.0.2.1", Name: "edge1", Interfaces: []Interface{{Index: 10, Name: "xe-0/0/0"}, {Index: 11, Name: "xe-0/0/1"}, {Index: 700000, Name: "ae0.1000"}}},
 		{Addr: "2001:db8::1", Name: "edge6"},
 	}
 	if set != nil {
@@ -77,6 +77,7 @@ func TestEnrichFields(t *testing.T) {
 		{"cdn by asn", in("104.16.1.1", "192.0.2.1", 10, 11), remoteFields{ASN: 13335, Org: "Cloudflare, Inc.", Provider: "cdn"}, names{"edge1", "xe-0/0/0", "xe-0/0/1"}},
 		{"cdn by org", in("23.40.0.1", "192.0.2.1", 11, 99), remoteFields{ASN: 20940, Org: "Akamai International B.V.", Provider: "cdn"}, names{"edge1", "xe-0/0/1", ""}},
 		{"cloud", in("3.1.2.3", "192.0.2.1", 0, 0), remoteFields{ASN: 16509, Org: "Amazon.com, Inc.", Provider: "cloud"}, names{"edge1", "", ""}},
+		{"large ifindex", in("3.1.2.3", "192.0.2.1", 700000, 4096), remoteFields{ASN: 16509, Org: "Amazon.com, Inc.", Provider: "cloud"}, names{"edge1", "ae0.1000", ""}},
 		{"hosting by org, case-insensitive", in("185.100.1.1", "2001:db8::1", 10, 11), remoteFields{ASN: 64500, Org: "Bulletproof Hosting Ltd", Provider: "hosting"}, names{"edge6", "", ""}},
 		{"intel from two lists, config order", in("51.178.161.32", "198.51.100.1", 10, 11), remoteFields{ASN: 16276, Org: "OVH SAS", Provider: "hosting", Intel: "feodo,local"}, names{}},
 		{"intel one list", in("51.178.9.9", "192.0.2.1", 10, 11), remoteFields{ASN: 16276, Org: "OVH SAS", Provider: "hosting", Intel: "local"}, names{"edge1", "xe-0/0/0", "xe-0/0/1"}},

@@ -12,12 +12,12 @@ import (
 // worker goroutine its own (Enricher.NewWorker), or call Enricher.Enrich,
 // which pools Workers. A Worker sees a reload at its next Enrich call.
 //
-// The cache is 2-way set-associative, CacheSize entries of 40 bytes,
-// indexed by a multiplicative hash with a per-Enricher random seed (so
-// remote addresses chosen by an attacker cannot be aimed at one set). An
-// entry points at the snapshot's decoded, shared values, so a hit copies
-// five words and a miss (two MMDB lookups and one trie lookup) decodes and
-// allocates nothing.
+// The cache is 4-way set-associative with first-in-first-out replacement,
+// CacheSize entries of 40 bytes, indexed by a multiplicative hash with a
+// per-Enricher random seed (so remote addresses chosen by an attacker cannot
+// be aimed at one set). An entry points at the snapshot's decoded, shared
+// values, so a hit copies a few words and a miss (three lookups in bart
+// tables) decodes and allocates nothing.
 type Worker struct {
 	e     *Enricher
 	snap  *snapshot
@@ -27,20 +27,26 @@ type Worker struct {
 	lastExp     flow.Addr
 	lastExpInfo *exporterInfo
 	lastExpOK   bool
-
-	errs uint64 // lookup errors since the last flush
 }
 
-type cacheSet [2]cacheEntry
+// cacheWays is the associativity of the cache.
+const cacheWays = 4
 
-// cacheEntry holds the enrichment of one remote address (lo, hi: its 16
-// bytes). The zero entry never matches: the zero address is not looked up.
-// The pointers are never nil.
-type cacheEntry struct {
-	lo, hi uint64
-	as     *asInfo
-	cc     *string
-	intel  *string
+// cacheSet is one set of the cache: the keys (the 16 bytes of a remote
+// address as two words) fill one 64-byte CPU cache line, so a lookup
+// compares the four ways without touching the values. The zero key never
+// matches: the zero address is not looked up.
+type cacheSet struct {
+	key [cacheWays][2]uint64
+	val [cacheWays]cacheVal
+}
+
+// cacheVal is the enrichment of one remote address: pointers into the
+// snapshot's shared values, never nil.
+type cacheVal struct {
+	as    *asInfo
+	cc    *string
+	intel *string
 }
 
 var (
@@ -84,33 +90,36 @@ func (w *Worker) Enrich(flows []flow.Pseudo) {
 			continue
 		}
 		lookups++
-		var ce *cacheEntry
-		var tmp cacheEntry
+		var v cacheVal
 		if len(sets) > 0 {
 			h := (lo ^ e.seed0) * 0x9e3779b97f4a7c15
 			h = (h ^ hi ^ e.seed1) * 0xbf58476d1ce4e5b9
 			set := &sets[h>>w.shift]
 			switch {
-			case set[0].lo == lo && set[0].hi == hi:
-				ce = &set[0]
-				hits++
-			case set[1].lo == lo && set[1].hi == hi:
-				ce = &set[1]
-				hits++
+			case set.key[0] == [2]uint64{lo, hi}:
+				v = set.val[0]
+			case set.key[1] == [2]uint64{lo, hi}:
+				v = set.val[1]
+			case set.key[2] == [2]uint64{lo, hi}:
+				v = set.val[2]
+			case set.key[3] == [2]uint64{lo, hi}:
+				v = set.val[3]
 			default:
-				set[1] = set[0]
-				set[0] = w.miss(snap, f.Remote, lo, hi)
-				ce = &set[0]
+				v = w.miss(snap, f.Remote)
+				copy(set.key[1:], set.key[:cacheWays-1])
+				copy(set.val[1:], set.val[:cacheWays-1])
+				set.key[0], set.val[0] = [2]uint64{lo, hi}, v
+				hits--
 			}
+			hits++
 		} else {
-			tmp = w.miss(snap, f.Remote, lo, hi)
-			ce = &tmp
+			v = w.miss(snap, f.Remote)
 		}
-		f.RemoteASN = ce.as.asn
-		f.RemoteASOrg = ce.as.org
-		f.Provider = ce.as.provider
-		f.RemoteCountry = *ce.cc
-		f.Intel = *ce.intel
+		f.RemoteASN = v.as.asn
+		f.RemoteASOrg = v.as.org
+		f.Provider = v.as.provider
+		f.RemoteCountry = *v.cc
+		f.Intel = *v.intel
 		if len(f.Intel) > 0 {
 			intel++
 		}
@@ -125,10 +134,6 @@ func (w *Worker) Enrich(flows []flow.Pseudo) {
 	if intel > 0 {
 		m.intel.Add(float64(intel))
 	}
-	if w.errs > 0 {
-		m.lookupErrors.Add(float64(w.errs))
-		w.errs = 0
-	}
 }
 
 // names fills the exporter and interface names.
@@ -142,68 +147,26 @@ func (w *Worker) names(f *flow.Pseudo) {
 		return
 	}
 	f.ExporterName = x.name
-	f.InIfName = x.ifNames[f.InIf]
-	f.OutIfName = x.ifNames[f.OutIf]
+	f.InIfName = x.ifName(f.InIf)
+	f.OutIfName = x.ifName(f.OutIf)
 }
 
 // miss looks a remote address up in the snapshot's sources.
-func (w *Worker) miss(s *snapshot, a flow.Addr, lo, hi uint64) cacheEntry {
-	ce := cacheEntry{lo: lo, hi: hi, as: noAS, cc: noValue, intel: noValue}
+func (w *Worker) miss(s *snapshot, a flow.Addr) cacheVal {
+	v := cacheVal{as: noAS, cc: noValue, intel: noValue}
 	ip := netip.AddrFrom16(a).Unmap()
-	if d := s.asn; d != nil && (ip.Is4() || !d.v4only) {
-		if off, ok := w.lookup(d, ip); ok {
-			if ai := d.as[off]; ai != nil {
-				ce.as = ai
-			} else {
-				ce.as = w.decodeAS(d, off)
-			}
+	if s.asn != nil {
+		if ai, ok := s.asn.as.Lookup(ip); ok {
+			v.as = ai
 		}
 	}
-	if d := s.country; d != nil && (ip.Is4() || !d.v4only) {
-		if off, ok := w.lookup(d, ip); ok {
-			if cc := d.cc[off]; cc != nil {
-				ce.cc = cc
-			} else {
-				ce.cc = w.decodeCountry(d, off)
-			}
+	if s.country != nil {
+		if cc, ok := s.country.cc.Lookup(ip); ok {
+			v.cc = cc
 		}
 	}
 	if s.intel != nil {
-		ce.intel = s.intel.lookup(ip)
+		v.intel = s.intel.lookup(ip)
 	}
-	return ce
-}
-
-// lookup returns the data offset of ip's record, if any.
-func (w *Worker) lookup(d *mmdbData, ip netip.Addr) (uintptr, bool) {
-	res := d.r.Lookup(ip)
-	if err := res.Err(); err != nil {
-		w.errs++
-		return 0, false
-	}
-	if !res.Found() {
-		return 0, false
-	}
-	return res.Offset(), true
-}
-
-// decodeAS and decodeCountry handle a record that the load-time walk did
-// not see (it sees every record a lookup can reach, so this is a
-// safeguard); they allocate.
-func (w *Worker) decodeAS(d *mmdbData, off uintptr) *asInfo {
-	var r record
-	if err := d.r.LookupOffset(off).Decode(&r); err != nil {
-		w.errs++
-		return noAS
-	}
-	return &asInfo{asn: r.ASN, org: r.Org, provider: w.e.providers.class(r.ASN, r.Org)}
-}
-
-func (w *Worker) decodeCountry(d *mmdbData, off uintptr) *string {
-	var r record
-	if err := d.r.LookupOffset(off).Decode(&r); err != nil {
-		w.errs++
-		return noValue
-	}
-	return &r.Country
+	return v
 }
