@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/maxmind/mmdbwriter"
 	"github.com/maxmind/mmdbwriter/mmdbtype"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ccflow/ccflow/flow"
 )
@@ -37,7 +39,8 @@ type benchSources struct {
 	asn, country []byte
 	intelA       string
 	intelB       string
-	inside       []netip.Addr // addresses inside the databases' networks
+	inside       []netip.Addr   // addresses inside the databases' networks
+	nets         []netip.Prefix // the databases' networks
 }
 
 var (
@@ -115,6 +118,7 @@ func buildBenchSources() (benchSources, error) {
 		if err := ccTree.Insert(n, countries[r.IntN(len(countries))]); err != nil {
 			return s, err
 		}
+		s.nets = append(s.nets, p)
 		if i%8 == 0 {
 			s.inside = append(s.inside, randIn(r, p))
 		}
@@ -211,7 +215,7 @@ func benchAddrs(n, distinct int) []flow.Addr {
 	set := make([]flow.Addr, distinct)
 	for i := range set {
 		if r.IntN(10) < 7 {
-			set[i] = flow.AddrFrom(benchSrc.inside[r.IntN(len(benchSrc.inside))])
+			set[i] = flow.AddrFrom(randIn(r, benchSrc.nets[r.IntN(len(benchSrc.nets))]))
 		} else {
 			set[i] = flow.AddrFrom(randIn(r, randPrefix(r, r.IntN(5) == 0)))
 		}
@@ -227,13 +231,14 @@ func benchAddrs(n, distinct int) []flow.Addr {
 // cost of one flow. The batch stays in the CPU cache, as it does in the
 // pipeline (decoded, pseudonymized, then enriched); each round writes the
 // next remote addresses from addrs into it, and that write is timed too.
-func runFlows(b *testing.B, addrs []flow.Addr, enrich func([]flow.Pseudo)) {
+func runFlows(b *testing.B, e *Enricher, addrs []flow.Addr, enrich func([]flow.Pseudo)) {
 	batch := make([]flow.Pseudo, 1024)
 	exp := addr("192.0.2.1")
 	for i := range batch {
 		batch[i] = flow.Pseudo{Exporter: exp, InIf: 1, OutIf: 2, RemotePort: 443}
 	}
 	b.ReportAllocs()
+	hits0, lookups0 := testutil.ToFloat64(e.m.hits), testutil.ToFloat64(e.m.lookups)
 	cpu0 := cpuTime()
 	b.ResetTimer()
 	off := 0
@@ -252,6 +257,9 @@ func runFlows(b *testing.B, addrs []flow.Addr, enrich func([]flow.Pseudo)) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds()/1e6, "Mflows/s")
 	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/flow")
+	if l := testutil.ToFloat64(e.m.lookups) - lookups0; l > 0 {
+		b.ReportMetric(100*(testutil.ToFloat64(e.m.hits)-hits0)/l, "hit%")
+	}
 }
 
 // cpuTime is the CPU time (user and system) the process has used, in ns.
@@ -265,41 +273,64 @@ func cpuTime() int64 {
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
-// BenchmarkEnrich measures the per-flow cost (ns/op is per flow):
+// BenchmarkEnrich measures the per-flow cost (ns/op and cpu-ns/flow are
+// per flow; hit% is the cache hit rate):
 //
-//   - warm: 16k distinct remotes through a 64k-entry cache (all hits);
+//   - warm: 16k distinct remotes, in turn, through a 64k-entry cache;
 //   - warm-pooled: the same through Enricher.Enrich (sync.Pool);
-//   - miss: 1M distinct remotes through a 64k cache, almost every
-//     lookup a miss (two MMDB lookups, one trie lookup, memo hits);
+//   - zipf: remotes drawn from 1M addresses with Zipf popularity through
+//     a 64k cache;
+//   - miss: 1M distinct remotes, in turn, through a 64k cache: almost
+//     every lookup is a miss (three bart lookups, a cache insert);
 //   - cache-off: the same with no cache;
-//   - cold-worker: a new Worker for every batch of 1024 (empty cache and
-//     memos, records decoded), the worst case.
+//   - new-worker-per-batch: a new Worker (a new, empty 2.5 MB cache) for
+//     every batch of 1024, the worst case.
 func BenchmarkEnrich(b *testing.B) {
 	b.Run("warm", func(b *testing.B) {
 		e := benchEnricher(b, 1<<16)
 		w := e.NewWorker()
 		addrs := benchAddrs(1<<16, 16<<10)
 		warmUp(addrs, w.Enrich)
-		runFlows(b, addrs, w.Enrich)
+		runFlows(b, e, addrs, w.Enrich)
 	})
 	b.Run("warm-pooled", func(b *testing.B) {
 		e := benchEnricher(b, 1<<16)
 		addrs := benchAddrs(1<<16, 16<<10)
 		warmUp(addrs, e.Enrich)
-		runFlows(b, addrs, e.Enrich)
+		runFlows(b, e, addrs, e.Enrich)
+	})
+	b.Run("zipf", func(b *testing.B) {
+		e := benchEnricher(b, 1<<16)
+		w := e.NewWorker()
+		addrs := zipfAddrs(1<<21, 1<<20)
+		warmUp(addrs, w.Enrich)
+		runFlows(b, e, addrs, w.Enrich)
 	})
 	b.Run("miss", func(b *testing.B) {
 		e := benchEnricher(b, 1<<16)
-		runFlows(b, benchAddrs(1<<20, 1<<20), e.NewWorker().Enrich)
+		runFlows(b, e, benchAddrs(1<<20, 1<<20), e.NewWorker().Enrich)
 	})
 	b.Run("cache-off", func(b *testing.B) {
 		e := benchEnricher(b, 0)
-		runFlows(b, benchAddrs(1<<20, 1<<20), e.NewWorker().Enrich)
+		runFlows(b, e, benchAddrs(1<<20, 1<<20), e.NewWorker().Enrich)
 	})
 	b.Run("new-worker-per-batch", func(b *testing.B) {
 		e := benchEnricher(b, 1<<16)
-		runFlows(b, benchAddrs(1<<20, 1<<20), func(f []flow.Pseudo) { e.NewWorker().Enrich(f) })
+		runFlows(b, e, benchAddrs(1<<20, 1<<20), func(f []flow.Pseudo) { e.NewWorker().Enrich(f) })
 	})
+}
+
+// zipfAddrs returns n addresses drawn from distinct ones with Zipf
+// popularity (s=1.1), the shape of remote-endpoint popularity in ISP
+// traffic: a few very popular services, a long tail.
+func zipfAddrs(n, distinct int) []flow.Addr {
+	set := benchAddrs(distinct, distinct)
+	z := rand.NewZipf(rand.New(rand.NewPCG(5, 6)), 1.1, 1, uint64(distinct-1))
+	out := make([]flow.Addr, n)
+	for i := range out {
+		out[i] = set[z.Uint64()]
+	}
+	return out
 }
 
 // warmUp enriches every address once.
@@ -342,12 +373,24 @@ func BenchmarkLoad(b *testing.B) {
 			cfg := benchConfig(b, b.TempDir(), 1<<16)
 			cfg.VerifyMMDB = verify
 			b.ReportAllocs()
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
 			b.ResetTimer()
+			var e *Enricher
 			for i := 0; i < b.N; i++ {
-				if _, err := New(cfg, Deps{}); err != nil {
+				var err error
+				if e, err = New(cfg, Deps{}); err != nil {
 					b.Fatal(err)
 				}
 			}
+			b.StopTimer()
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			// The heap the loaded sources keep (one Enricher; workers'
+			// caches are extra: CacheSize × 40 bytes each).
+			b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "heap-MB")
+			runtime.KeepAlive(e)
 		})
 	}
 }
