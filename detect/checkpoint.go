@@ -11,7 +11,6 @@ import (
 	"math"
 
 	"github.com/axiomhq/hyperloglog"
-	"github.com/spaolacci/murmur3"
 )
 
 // Checkpoint format, version 1 (all integers little-endian):
@@ -25,7 +24,7 @@ import (
 //	  AS organization, country, provider class, intel lists),
 //	  uint32 sketch count, then per sketch: hop int64, uvarint length + HyperLogLog bytes
 //	pairs: uint32 count, then per pair: subscriber and endpoint ordinals (uint32, in the
-//	  order written above), first, last, lastEnd, flows (uint32), bytes uint64, rate,
+//	  order written above), first, last, flows, bytes/16 (uint32), end delta (uint16, 100 ms), rate,
 //	  lastPort (uint16), score uint8, n uint8, then n × (start uint32, size uint16)
 //	trailer: CRC-32 (IEEE) of everything before it
 //
@@ -107,7 +106,7 @@ func (d *Detector) Checkpoint(w io.Writer) (int64, error) {
 	subOrd := make([]uint32, len(d.subs))
 	var nsub uint32
 	for i := range d.subs {
-		if d.subs[i].pairs > 0 || d.subs[i].hash != 0 {
+		if d.subs[i].live {
 			subOrd[i] = nsub
 			nsub++
 		}
@@ -115,7 +114,7 @@ func (d *Detector) Checkpoint(w io.Writer) (int64, error) {
 	c.u32(nsub)
 	for i := range d.subs {
 		s := &d.subs[i]
-		if s.pairs > 0 || s.hash != 0 {
+		if s.live {
 			_, _ = c.Write(s.key.p[:])
 			c.u32(s.key.epoch)
 		}
@@ -143,19 +142,26 @@ func (d *Detector) Checkpoint(w io.Writer) (int64, error) {
 			c.u8(0)
 		}
 		c.u32(math.Float32bits(e.baseline))
-		c.u32(e.asn)
-		c.str(e.asOrg)
-		c.str(e.country)
-		c.str(e.prov)
-		c.str(e.intl)
+		var info enrichment
+		if e.info != nil {
+			info = *e.info
+		}
+		c.u32(info.asn)
+		c.str(info.asOrg)
+		c.str(info.country)
+		c.str(info.prov)
+		c.str(info.intl)
 		var nsk uint32
-		for _, sk := range e.sketches {
-			if sk != nil {
-				nsk++
+		if e.sk != nil {
+			for _, sk := range e.sk.sketches {
+				if sk != nil {
+					nsk++
+				}
 			}
 		}
 		c.u32(nsk)
-		for j, sk := range e.sketches {
+		for j := 0; nsk > 0 && j < len(e.sk.sketches); j++ {
+			sk := e.sk.sketches[j]
 			if sk == nil {
 				continue
 			}
@@ -163,13 +169,13 @@ func (d *Detector) Checkpoint(w io.Writer) (int64, error) {
 			if err != nil {
 				return c.n, fmt.Errorf("checkpoint: encode sketch: %w", err)
 			}
-			c.i64(e.sketchAt[j])
+			c.i64(e.sk.at[j])
 			c.bytes(b)
 		}
 	}
 	c.u32(uint32(d.npairs))
-	for i := range d.ps {
-		p := &d.ps[i]
+	for i := range uint32(d.ps.n) {
+		p := d.ps.at(i)
 		if p.flags&pairLive == 0 {
 			continue
 		}
@@ -177,9 +183,9 @@ func (d *Detector) Checkpoint(w io.Writer) (int64, error) {
 		c.u32(epOrd[p.ep])
 		c.u32(p.first)
 		c.u32(p.last)
-		c.u32(p.lastEnd)
 		c.u32(p.flows)
-		c.u64(p.bytes)
+		c.u32(p.bytes16)
+		c.u16(p.endDelta)
 		c.u16(p.rate)
 		c.u16(p.lastPort)
 		c.u8(p.score)
@@ -306,7 +312,7 @@ func (d *Detector) restore(r io.Reader) error {
 		c.full(f.k.p[:])
 		f.k.epoch = c.u32()
 		idx := uint32(len(d.subs))
-		d.subs = append(d.subs, sub{key: f.k, hash: murmur3.Sum64(f.k.p[:])})
+		d.subs = append(d.subs, sub{key: f.k, live: true})
 		d.subIdx[f.k] = idx
 		subs = append(subs, idx)
 	}
@@ -322,21 +328,19 @@ func (d *Detector) restore(r io.Reader) error {
 		e.key.proto = c.u8()
 		e.hasBase = c.u8() == 1
 		e.baseline = math.Float32frombits(c.u32())
-		e.asn = c.u32()
-		e.asOrg = string(c.bytes(1 << 16))
-		e.country = string(c.bytes(1 << 16))
-		e.prov = string(c.bytes(1 << 16))
-		e.intl = string(c.bytes(1 << 20))
+		var info enrichment
+		info.asn = c.u32()
+		info.asOrg = string(c.bytes(1 << 16))
+		info.country = string(c.bytes(1 << 16))
+		info.prov = string(c.bytes(1 << 16))
+		info.intl = string(c.bytes(1 << 20))
+		e.info = d.intern(info)
 		nsk := c.u32()
 		if nsk > 0 {
 			if int(nsk) > d.sketchHops() {
 				return errors.New("sketch count out of range")
 			}
-			e.sketches = make([]*hyperloglog.Sketch, d.sketchHops())
-			e.sketchAt = make([]int64, d.sketchHops())
-			for j := range e.sketchAt {
-				e.sketchAt[j] = -1 << 62
-			}
+			e.sk = d.newSketchSet()
 			for j := uint32(0); j < nsk && c.err == nil; j++ {
 				hop := c.i64()
 				b := c.bytes(1 << 24)
@@ -346,8 +350,8 @@ func (d *Detector) restore(r io.Reader) error {
 						return fmt.Errorf("decode sketch: %w", err)
 					}
 				}
-				slot := int(uint64(hop) % uint64(len(e.sketches)))
-				e.sketches[slot], e.sketchAt[slot] = sk, hop
+				slot := int(uint64(hop) % uint64(len(e.sk.sketches)))
+				e.sk.sketches[slot], e.sk.at[slot] = sk, hop
 				d.sketchB += 1 << sketchPrecision
 			}
 		}
@@ -365,8 +369,8 @@ func (d *Detector) restore(r io.Reader) error {
 		if c.err == nil && (int(so) >= len(subs) || int(eo) >= len(eps)) {
 			return errors.New("pair refers to an unknown subscriber or endpoint")
 		}
-		first, last, lastEnd, flows := c.u32(), c.u32(), c.u32(), c.u32()
-		byts := c.u64()
+		first, last, flows, bytes16 := c.u32(), c.u32(), c.u32(), c.u32()
+		endDelta := c.u16()
 		rate, lastPort := c.u16(), c.u16()
 		score, n := c.u8(), c.u8()
 		if c.err != nil {
@@ -376,13 +380,15 @@ func (d *Detector) restore(r io.Reader) error {
 			return errors.New("pair sample larger than sample size")
 		}
 		s, e := subs[so], eps[eo]
-		slot, dup := d.table.find(d.ps, s, e)
+		k := pairKey{sub: d.subs[s].key.p, ep: d.eps[e].key, epoch: d.subs[s].key.epoch}
+		fp := d.fingerprint(&k) | 1
+		slot, dup := d.table.find(&d.ps, fp)
 		if dup {
 			return errors.New("duplicate pair")
 		}
-		pi := d.newPair(s, e, slot)
-		p := &d.ps[pi]
-		p.first, p.last, p.lastEnd, p.flows, p.bytes = first, last, lastEnd, flows, byts
+		pi := d.newPair(s, e, fp, slot)
+		p := d.ps.at(pi)
+		p.first, p.last, p.flows, p.bytes16, p.endDelta = first, last, flows, bytes16, endDelta
 		p.rate, p.lastPort, p.score = rate, lastPort, score
 		for j := uint8(0); j < n && c.err == nil; j++ {
 			t, z := c.u32(), c.u16()

@@ -19,7 +19,7 @@ type Config struct {
 	AllowedLateness time.Duration `yaml:"allowed_lateness" doc:"How long after a window's end flows may still arrive for it: the watermark is the newest flow start minus this. Later flows are dropped and counted."`
 
 	// MaxPairs and MaxBytes bound the state.
-	MaxPairs int   `yaml:"max_pairs" doc:"Most (subscriber, remote endpoint) pairs tracked at once; beyond it idle, low-score pairs are evicted first. 0 means no pair limit."`
+	MaxPairs int   `yaml:"max_pairs" doc:"Most (subscriber, remote endpoint) pairs tracked at once; beyond it idle, low-score pairs are evicted first. 0 means the structural limit of 134,217,726."`
 	MaxBytes int64 `yaml:"max_bytes" doc:"Memory budget for detector state in bytes (estimated, see the tracked-bytes metric); beyond it pairs are evicted as for max_pairs. 0 means no byte limit."`
 	// SampleSize is the number of recent connection starts kept per pair.
 	SampleSize int `yaml:"sample_size" doc:"Connection start times (with flow sizes) kept per pair: the most recent ones in the window. 16 to 255."`
@@ -107,8 +107,8 @@ func (c Config) Validate() error {
 	if c.AllowedLateness < 0 {
 		errs = append(errs, config.Errorf("allowed_lateness", "must not be negative"))
 	}
-	if c.MaxPairs < 0 {
-		errs = append(errs, config.Errorf("max_pairs", "must not be negative"))
+	if c.MaxPairs < 0 || c.MaxPairs > maxPairIndex {
+		errs = append(errs, config.Errorf("max_pairs", "must be between 0 and %d", maxPairIndex))
 	}
 	if c.MaxBytes < 0 {
 		errs = append(errs, config.Errorf("max_bytes", "must not be negative"))

@@ -22,6 +22,7 @@ package detect
 
 import (
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -94,9 +95,10 @@ type Detector struct {
 	subs    []sub
 	subFree []uint32
 	epIdx   map[epKey]uint32
+	infos   map[enrichment]*enrichment
 	eps     []endpoint
 	epFree  []uint32
-	ps      []pair
+	ps      slab
 	psFree  []uint32
 	table   pairTable
 	small   pool
@@ -104,6 +106,9 @@ type Detector struct {
 	npairs  int
 	sketchB int64 // bytes held by HyperLogLog sketches (estimate)
 
+	seed       maphash.Seed
+	fps        [prefetch]uint64 // fingerprints of the chunk being observed
+	sink       uint64           // keeps warm's loads from being optimized away
 	allowTexts []string
 	results    []Result
 	rng        *rand.Rand
@@ -139,9 +144,11 @@ func New(cfg Config, deps Deps) (*Detector, error) {
 		allow:  deps.Allowlist,
 		subIdx: map[subKey]uint32{},
 		epIdx:  map[epKey]uint32{},
+		infos:  map[enrichment]*enrichment{},
 		small:  pool{cap: smallBlock},
 		big:    pool{cap: cfg.SampleSize},
 		rng:    rand.New(rand.NewPCG(0x63636677, 0x6465746563)),
+		seed:   maphash.MakeSeed(),
 	}
 	d.table.init(1024)
 	return d, nil
@@ -179,29 +186,64 @@ const maxOffset = 1 << 31
 // flows and allocates only when the state grows.
 func (d *Detector) Observe(flows []flow.Pseudo) {
 	lateness := d.cfg.AllowedLateness.Milliseconds()
-	for i := range flows {
-		f := &flows[i]
-		if f.Kind != flow.KindSubscriber || f.Direction != flow.DirOutbound || f.Remote.IsZero() {
-			d.nIgnored++
-			continue
-		}
-		t := f.TimeStartMs
-		if !d.started {
-			d.start(t)
-		}
-		if t > d.maxStart {
-			d.maxStart = t
-			if t-lateness >= d.nextEval {
-				d.advance(t - lateness)
+	for lo := 0; lo < len(flows); lo += prefetch {
+		chunk := flows[lo:min(len(flows), lo+prefetch)]
+		d.warm(chunk)
+		for i := range chunk {
+			f := &chunk[i]
+			if d.fps[i] == 0 {
+				d.nIgnored++
+				continue
 			}
+			t := f.TimeStartMs
+			if !d.started {
+				d.start(t)
+			}
+			if t > d.maxStart {
+				d.maxStart = t
+				if t-lateness >= d.nextEval {
+					d.advance(t - lateness)
+				}
+			}
+			if t < d.lowWater || t-d.base >= 1<<32-1 {
+				d.nLate++
+				continue
+			}
+			d.observe(f, t, d.fps[i])
 		}
-		if t < d.lowWater || t-d.base >= 1<<32-1 {
-			d.nLate++
-			continue
-		}
-		d.observe(f, t)
 	}
 	d.publish()
+}
+
+// prefetch is the number of flows whose table slots and pairs are loaded
+// ahead of processing them.
+const prefetch = 32
+
+// warm computes the fingerprints of a chunk of flows (0 for flows the
+// detector ignores) and touches their table slots and pairs. The loads are
+// independent of each other, so the CPU overlaps their cache misses
+// instead of taking them one flow at a time; the per-flow path then finds
+// them in cache. It changes no state.
+func (d *Detector) warm(chunk []flow.Pseudo) {
+	var vs [prefetch]uint32
+	for i := range chunk {
+		f := &chunk[i]
+		if f.Kind != flow.KindSubscriber || f.Direction != flow.DirOutbound || f.Remote.IsZero() {
+			d.fps[i] = 0
+			continue
+		}
+		k := pairKey{sub: f.Sub, ep: epKey{addr: f.Remote, port: f.RemotePort, proto: f.Proto}, epoch: f.Epoch}
+		fp := d.fingerprint(&k) | 1 // never 0
+		d.fps[i] = fp
+		vs[i] = d.table.slots[fp&d.table.mask]
+	}
+	var sink uint64
+	for i := range chunk {
+		if v := vs[i]; v != 0 && d.fps[i] != 0 {
+			sink += d.ps.at(v&slotIndexMask - 1).fp
+		}
+	}
+	d.sink = sink
 }
 
 // Advance moves the watermark to at least wm (for example the wall clock
@@ -251,27 +293,34 @@ func (d *Detector) advance(wm int64) {
 	d.met.watermark.Set(float64(wm) / 1000)
 }
 
-// observe adds one flow starting at t (absolute ms).
-func (d *Detector) observe(f *flow.Pseudo, t int64) {
-	s := d.subFor(f)
-	e := d.epFor(f)
-	if ep := &d.eps[e]; len(ep.sketches) > 0 {
-		d.sketchInsert(ep, t, d.subs[s].hash)
-	}
-	slot, ok := d.table.find(d.ps, s, e)
+// pairKey is what a pair's fingerprint is computed from.
+type pairKey struct {
+	sub   flow.Pseudonym
+	ep    epKey
+	epoch uint32
+}
+
+func (d *Detector) fingerprint(k *pairKey) uint64 { return maphash.Comparable(d.seed, *k) }
+
+// observe adds one flow starting at t (absolute ms) with fingerprint fp.
+func (d *Detector) observe(f *flow.Pseudo, t int64, fp uint64) {
+	slot, ok := d.table.find(&d.ps, fp)
 	var pi uint32
 	if ok {
-		pi = d.table.slots[slot] - 1
+		pi = d.table.index(slot)
 	} else {
 		if d.overBudget() {
 			d.evict()
-			// Eviction may have freed this subscriber or endpoint.
-			s, e = d.subFor(f), d.epFor(f)
-			slot, _ = d.table.find(d.ps, s, e)
+			slot, _ = d.table.find(&d.ps, fp)
 		}
-		pi = d.newPair(s, e, slot)
+		pi = d.newPair(d.subFor(f), d.epFor(f), fp, slot)
 	}
-	p := &d.ps[pi]
+	p := d.ps.at(pi)
+	ep := &d.eps[p.ep]
+	d.enrich(ep, f)
+	if ep.sk != nil {
+		d.sketchInsert(ep, t, murmur3.Sum64(f.Sub[:]))
+	}
 	off := uint32(t - d.base)
 	endOff := off
 	if f.TimeEndMs > t {
@@ -281,17 +330,24 @@ func (d *Detector) observe(f *flow.Pseudo, t int64) {
 		d.dataFrom = t
 	}
 	p.flows++
-	p.bytes += f.Bytes
+	p.addBytes(f.Bytes)
 	if r := f.SamplingRate; r > uint32(p.rate) {
 		p.rate = uint16(min(r, 65535))
 	}
 	// A further record of a connection already seen (a router's active
-	// timeout splits long connections): same subscriber port, starting
-	// where the previous record ended.
-	if p.n > 0 && f.SubPort != 0 && f.SubPort == p.lastPort && off >= p.last && off <= p.lastEnd+continuationGapMs {
-		p.lastEnd = max(p.lastEnd, endOff)
-		d.nCont++
-		return
+	// timeout splits long connections): it starts where the previous
+	// record ended, and has the same subscriber port, or, where the
+	// privacy stage zeroed ephemeral ports, follows a record at least
+	// continuationMinMs long (a beacon's connection is short).
+	if p.n > 0 && off >= p.last && off <= p.lastEnd()+continuationGapMs {
+		if (f.SubPort != 0 && f.SubPort == p.lastPort) ||
+			(f.SubPort == 0 && p.lastPort == 0 && p.lastEnd()-p.last >= continuationMinMs) {
+			if endOff > p.lastEnd() {
+				p.setEnd(endOff)
+			}
+			d.nCont++
+			return
+		}
 	}
 	d.nObserved++
 	if p.n == 0 || off < p.first {
@@ -299,16 +355,20 @@ func (d *Detector) observe(f *flow.Pseudo, t int64) {
 	}
 	if off >= p.last {
 		p.last = off
-		p.lastEnd = endOff
+		p.setEnd(endOff)
 		p.lastPort = f.SubPort
 	}
 	d.addSample(p, off, encodeSize(f.Bytes))
 }
 
 // continuationGapMs is the largest pause between two records of one
-// connection (same subscriber port) for the second to count as its
-// continuation rather than a new connection.
-const continuationGapMs = 2000
+// connection for the second to count as its continuation rather than a
+// new connection; continuationMinMs is the least duration of the earlier
+// record when ports are unknown.
+const (
+	continuationGapMs = 2000
+	continuationMinMs = 30_000
+)
 
 func (d *Detector) subFor(f *flow.Pseudo) uint32 {
 	k := subKey{p: f.Sub, epoch: f.Epoch}
@@ -323,7 +383,7 @@ func (d *Detector) subFor(f *flow.Pseudo) uint32 {
 		i = uint32(len(d.subs))
 		d.subs = append(d.subs, sub{})
 	}
-	d.subs[i] = sub{key: k, hash: murmur3.Sum64(f.Sub[:])}
+	d.subs[i] = sub{key: k, live: true}
 	d.subIdx[k] = i
 	return i
 }
@@ -342,51 +402,61 @@ func (d *Detector) epFor(f *flow.Pseudo) uint32 {
 		d.eps[i] = endpoint{key: k}
 		d.epIdx[k] = i
 	}
-	e := &d.eps[i]
-	// Enrichment: strings are interned by the enricher, so these are
-	// pointer comparisons in the common case.
-	if f.RemoteASN != 0 {
-		e.asn = f.RemoteASN
-	}
-	if f.RemoteASOrg != e.asOrg && f.RemoteASOrg != "" {
-		e.asOrg = f.RemoteASOrg
-	}
-	if f.RemoteCountry != e.country && f.RemoteCountry != "" {
-		e.country = f.RemoteCountry
-	}
-	if f.Provider != e.prov {
-		e.prov = f.Provider
-	}
-	if f.Intel != e.intl {
-		e.intl = f.Intel
-	}
 	return i
 }
 
-func (d *Detector) newPair(s, e uint32, slot uint64) uint32 {
+// enrich copies the enrichment of the newest flow to its endpoint. The
+// enricher interns its strings, so the comparisons are pointer comparisons
+// in the common case; a changed enrichment is interned here.
+func (d *Detector) enrich(e *endpoint, f *flow.Pseudo) {
+	if i := e.info; i == nil {
+		if f.RemoteASN == 0 && f.RemoteASOrg == "" && f.RemoteCountry == "" && f.Provider == "" && f.Intel == "" {
+			return
+		}
+	} else if i.asn == f.RemoteASN && i.asOrg == f.RemoteASOrg && i.country == f.RemoteCountry && i.prov == f.Provider && i.intl == f.Intel {
+		return
+	}
+	e.info = d.intern(enrichment{asn: f.RemoteASN, asOrg: f.RemoteASOrg, country: f.RemoteCountry, prov: f.Provider, intl: f.Intel})
+}
+
+// intern returns the shared copy of an enrichment (nil for none).
+func (d *Detector) intern(v enrichment) *enrichment {
+	if v == (enrichment{}) {
+		return nil
+	}
+	if p, ok := d.infos[v]; ok {
+		return p
+	}
+	if len(d.infos) >= maxInterned {
+		clear(d.infos) // endpoints keep their pointers; only sharing is lost
+	}
+	p := &v
+	d.infos[v] = p
+	return p
+}
+
+// maxInterned bounds the enrichment interning table.
+const maxInterned = 1 << 16
+
+func (d *Detector) newPair(s, e uint32, fp uint64, slot uint64) uint32 {
 	var pi uint32
 	if n := len(d.psFree); n > 0 {
 		pi = d.psFree[n-1]
 		d.psFree = d.psFree[:n-1]
 	} else {
-		pi = uint32(len(d.ps))
-		d.ps = append(d.ps, pair{})
+		pi = d.ps.add()
 	}
 	ep := &d.eps[e]
-	d.ps[pi] = pair{sub: s, ep: e, cap: inlineSamples, flags: pairLive, next: ep.head}
-	if ep.head != 0 {
-		d.ps[ep.head-1].prev = pi + 1
-	}
-	ep.head = pi + 1
+	*d.ps.at(pi) = pair{fp: fp, sub: s, ep: e, cap: inlineSamples, flags: pairLive}
 	ep.npairs++
 	d.subs[s].pairs++
-	d.table.insertAt(slot, pi)
+	d.table.insertAt(slot, fp, pi)
 	d.npairs++
-	if d.table.n*2 > len(d.table.slots) {
-		d.table.grow(d.ps)
+	if d.table.n*4 > len(d.table.slots)*3 {
+		d.table.grow(&d.ps)
 	}
-	if int(ep.npairs) == d.cfg.FanInExact+1 && len(ep.sketches) == 0 {
-		d.startSketches(ep, e)
+	if int(ep.npairs) == d.cfg.FanInExact+1 && ep.sk == nil {
+		ep.sk = d.newSketchSet()
 	}
 	return pi
 }
@@ -395,20 +465,12 @@ func (d *Detector) newPair(s, e uint32, slot uint64) uint32 {
 // left without pairs (an endpoint with a popularity baseline worth keeping
 // stays).
 func (d *Detector) deletePair(pi uint32) {
-	p := &d.ps[pi]
+	p := d.ps.at(pi)
 	if p.flags&pairLive == 0 {
 		return
 	}
-	d.table.remove(d.ps, pi)
+	d.table.remove(&d.ps, pi)
 	ep := &d.eps[p.ep]
-	if p.prev != 0 {
-		d.ps[p.prev-1].next = p.next
-	} else {
-		ep.head = p.next
-	}
-	if p.next != 0 {
-		d.ps[p.next-1].prev = p.prev
-	}
 	ep.npairs--
 	s := p.sub
 	d.subs[s].pairs--
@@ -496,9 +558,12 @@ func (d *Detector) addSample(p *pair, off uint32, size uint16) {
 		if off < s[0] {
 			return // older than everything kept
 		}
-		copy(s, s[1:])
-		copy(z, z[1:])
-		p.n--
+		// Drop the oldest eighth at once, so that the copy is amortized
+		// over several flows.
+		k := max(1, int(p.cap)/8)
+		copy(s, s[k:])
+		copy(z, z[k:])
+		p.n -= uint8(k)
 	}
 	s, z = s[:p.n+1], z[:p.n+1]
 	i := int(p.n)
@@ -512,7 +577,7 @@ func (d *Detector) addSample(p *pair, off uint32, size uint16) {
 
 // Bytes estimates the memory held by the state.
 func (d *Detector) Bytes() int64 {
-	return int64(cap(d.ps))*pairBytes + int64(cap(d.psFree))*4 +
+	return d.ps.bytes() + int64(cap(d.psFree))*4 +
 		int64(len(d.table.slots))*4 +
 		d.small.bytes() + d.big.bytes() +
 		int64(len(d.subs))*subBytes + int64(len(d.eps))*epBytes +
@@ -520,7 +585,7 @@ func (d *Detector) Bytes() int64 {
 }
 
 func (d *Detector) overBudget() bool {
-	if d.cfg.MaxPairs > 0 && d.npairs >= d.cfg.MaxPairs {
+	if d.cfg.MaxPairs > 0 && d.npairs >= d.cfg.MaxPairs || d.npairs >= maxPairIndex {
 		return true
 	}
 	// Checking bytes on every new pair would cost; the estimate moves in
@@ -542,8 +607,8 @@ func (d *Detector) evict() {
 	now := float64(d.maxStart - d.base)
 	best, bestPrio := uint32(0), math.Inf(1)
 	for tries, found := 0, 0; found < 8 && tries < 64; tries++ {
-		pi := uint32(d.rng.IntN(len(d.ps)))
-		p := &d.ps[pi]
+		pi := uint32(d.rng.IntN(d.ps.n))
+		p := d.ps.at(pi)
 		if p.flags&pairLive == 0 {
 			continue
 		}
@@ -559,9 +624,9 @@ func (d *Detector) evict() {
 	}
 	if math.IsInf(bestPrio, 1) {
 		// Sparse slab: scan for any live pair.
-		for pi := range d.ps {
-			if d.ps[pi].flags&pairLive != 0 {
-				best = uint32(pi)
+		for pi := range uint32(d.ps.n) {
+			if d.ps.at(pi).flags&pairLive != 0 {
+				best = pi
 				break
 			}
 		}

@@ -260,20 +260,35 @@ func TestAdvanceEvaluatesIdleWindows(t *testing.T) {
 }
 
 // TestContinuationRecords checks that records of one long connection, cut
-// by a router's active timeout every 60 s, are not mistaken for a beacon.
+// by a router's active timeout every 60 s, are not mistaken for a beacon:
+// with the subscriber port kept, and with it zeroed by the privacy stage.
 func TestContinuationRecords(t *testing.T) {
-	d := newDetector(t, detect.DefaultConfig(), nil)
+	for _, port := range []uint16{50000, 0} {
+		reg := prometheus.NewRegistry()
+		d := newDetector(t, detect.DefaultConfig(), reg)
+		fs := beacon(1, "198.51.100.9", 443, t0, 60*time.Second, 100, 0, nil)
+		for i := range fs {
+			fs[i].SubPort = port
+			fs[i].TimeEndMs = fs[i].TimeStartMs + 59_500
+		}
+		d.Observe(fs)
+		d.Flush()
+		for _, r := range d.Results() {
+			if len(r.Candidates) != 0 {
+				t.Errorf("port %d: a long connection became a candidate: %s", port, r.Candidates[0].Explanation)
+			}
+		}
+		if got := testutil.ToFloat64(mustCounter(t, reg, "ccflow_detect_flows_total", "continuation")); got != 99 {
+			t.Errorf("port %d: %v continuation records, want 99", port, got)
+		}
+	}
+	// Short connections one minute apart with zeroed ports stay a beacon.
 	fs := beacon(1, "198.51.100.9", 443, t0, 60*time.Second, 100, 0, nil)
 	for i := range fs {
-		fs[i].SubPort = 50000
-		fs[i].TimeEndMs = fs[i].TimeStartMs + 59_500
+		fs[i].SubPort = 0
 	}
-	d.Observe(fs)
-	d.Flush()
-	for _, r := range d.Results() {
-		if len(r.Candidates) != 0 {
-			t.Errorf("a long connection became a candidate: %s", r.Candidates[0].Explanation)
-		}
+	if c := run1(t, detect.DefaultConfig(), fs); len(c) == 0 {
+		t.Error("a beacon with zeroed ports was taken for one connection")
 	}
 }
 

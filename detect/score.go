@@ -41,9 +41,8 @@ type fitScratch struct {
 // the true period explains the gaps as well, so a shorter period must
 // explain clearly more gaps to be preferred (half-period artefacts, such as
 // a retry midway through some intervals, do not). The winner is then
-// refined to sum(g)/sum(k) over its inliers, and finally set to the
-// interquartile mean of the per-gap estimates g/k. Periods outside
-// [minP, maxP] are not considered.
+// refined to the interquartile mean of the per-gap estimates g/k. Periods
+// outside [minP, maxP] are not considered.
 func fitPeriod(gaps []float64, minP, maxP, tol float64, maxK int, s *fitScratch) periodFit {
 	n := len(gaps)
 	if n == 0 {
@@ -82,41 +81,30 @@ func fitPeriod(gaps []float64, minP, maxP, tol float64, maxK int, s *fitScratch)
 			bestP = p
 		}
 	}
-	// Refine: total inlier time over total inlier beats, twice.
+	// Refine, twice: the interquartile mean of the per-gap estimates g/k
+	// over every gap within a wide tolerance (1.6 tol) of k periods. The
+	// wide tolerance keeps the refinement stable for two alternating
+	// intervals (an inlier-only mean would drift to one of them); the
+	// interquartile mean keeps a few slow intervals on one side (a slow
+	// request) from pulling it, and for two alternating intervals it is
+	// their mean.
 	p := bestP
-	for range 3 {
-		var sg, sk float64
+	for range 2 {
+		s.tmp = s.tmp[:0]
 		for _, g := range s.sorted {
-			k := beats(g, p)
-			if math.Abs(g/p-k) <= tol {
-				sg += g
-				sk += k
+			if k := beats(g, p); math.Abs(g/p-k) <= 1.6*tol {
+				s.tmp = append(s.tmp, g/k)
 			}
 		}
-		if sk == 0 {
+		if len(s.tmp) == 0 {
 			break
 		}
-		np := sg / sk
+		slices.Sort(s.tmp)
+		np := centralMean(s.tmp)
 		if np < minP || np > maxP {
 			break
 		}
 		p = np
-	}
-	// Last step: the interquartile mean of the per-gap estimates g/k over
-	// every gap within a wider tolerance. Robust to a few slow intervals
-	// on one side (a slow request), and for two alternating intervals it
-	// is their mean.
-	s.tmp = s.tmp[:0]
-	for _, g := range s.sorted {
-		if k := beats(g, p); math.Abs(g/p-k) <= 1.6*tol {
-			s.tmp = append(s.tmp, g/k)
-		}
-	}
-	if len(s.tmp) > 0 {
-		slices.Sort(s.tmp)
-		if np := centralMean(s.tmp); np >= minP && np <= maxP {
-			p = np
-		}
 	}
 	var in int
 	var sumK float64

@@ -282,3 +282,11 @@ func TestSizeEncoding(t *testing.T) {
 		t.Error("huge sizes do not saturate")
 	}
 }
+
+// TestPairSize pins the pair's size: the memory target (128 bytes per
+// tracked pair, see BenchmarkMemory) depends on it.
+func TestPairSize(t *testing.T) {
+	if pairBytes != 64 {
+		t.Errorf("pair is %d bytes, want 64", pairBytes)
+	}
+}

@@ -5,7 +5,8 @@ import (
 )
 
 // sketchPrecision is the HyperLogLog precision of fan-in sketches: 2^12
-// registers, 4 KiB when dense, about 1.6% standard error.
+// registers (4 KiB, dense from the start so that an insertion is one
+// register update), about 1.6% standard error.
 const sketchPrecision = 12
 
 // hopOf returns the hop number of an absolute time (ms).
@@ -18,43 +19,41 @@ func (d *Detector) sketchHops() int {
 	return int((w+h-1)/h) + 1
 }
 
-// startSketches switches an endpoint's fan-in to HyperLogLog sketches
-// (one per hop, so that old hops drop out of the window), seeding the
-// current hop with the subscribers of its tracked pairs.
-func (d *Detector) startSketches(ep *endpoint, _ uint32) {
+// newSketchSet switches an endpoint's fan-in to HyperLogLog sketches (one
+// per hop, so that old hops drop out of the window). Subscribers seen
+// before are not replayed into them: fan-in is the larger of the exact
+// count of tracked pairs and the sketch estimate.
+func (d *Detector) newSketchSet() *sketchSet {
 	n := d.sketchHops()
-	ep.sketches = make([]*hyperloglog.Sketch, n)
-	ep.sketchAt = make([]int64, n)
-	for i := range ep.sketchAt {
-		ep.sketchAt[i] = -1 << 62
+	s := &sketchSet{sketches: make([]*hyperloglog.Sketch, n), at: make([]int64, n)}
+	for i := range s.at {
+		s.at[i] = -1 << 62
 	}
-	now := d.maxStart
-	for pi := ep.head; pi != 0; pi = d.ps[pi-1].next {
-		d.sketchInsert(ep, now, d.subs[d.ps[pi-1].sub].hash)
-	}
+	return s
 }
 
 // sketchInsert adds a subscriber hash to the sketch of the hop of t.
 func (d *Detector) sketchInsert(ep *endpoint, t int64, h uint64) {
 	hop := d.hopOf(t)
-	i := int(uint64(hop) % uint64(len(ep.sketches)))
-	if ep.sketchAt[i] != hop {
-		if ep.sketchAt[i] > hop {
+	s := ep.sk
+	i := int(uint64(hop) % uint64(len(s.sketches)))
+	if s.at[i] != hop {
+		if s.at[i] > hop {
 			return // a late flow for a hop whose slot is reused
 		}
-		if ep.sketches[i] == nil {
-			sk, err := hyperloglog.NewSketch(sketchPrecision, true)
+		if s.sketches[i] == nil {
+			sk, err := hyperloglog.NewSketch(sketchPrecision, false)
 			if err != nil {
 				return
 			}
-			ep.sketches[i] = sk
+			s.sketches[i] = sk
 			d.sketchB += 1 << sketchPrecision
 		} else {
-			ep.sketches[i].Reset()
+			s.sketches[i].Reset()
 		}
-		ep.sketchAt[i] = hop
+		s.at[i] = hop
 	}
-	ep.sketches[i].InsertHash(h)
+	s.sketches[i].InsertHash(h)
 }
 
 // sketchFanIn estimates the distinct subscribers of ep in the hops that
@@ -62,8 +61,8 @@ func (d *Detector) sketchInsert(ep *endpoint, t int64, h uint64) {
 func (d *Detector) sketchFanIn(ep *endpoint, ws, we int64) int {
 	lo, hi := d.hopOf(ws), d.hopOf(we-1)
 	var m *hyperloglog.Sketch
-	for i, sk := range ep.sketches {
-		if sk == nil || ep.sketchAt[i] < lo || ep.sketchAt[i] > hi {
+	for i, sk := range ep.sk.sketches {
+		if sk == nil || ep.sk.at[i] < lo || ep.sk.at[i] > hi {
 			continue
 		}
 		if m == nil {
@@ -80,10 +79,13 @@ func (d *Detector) sketchFanIn(ep *endpoint, ws, we int64) int {
 
 // dropSketches returns an endpoint to exact fan-in.
 func (d *Detector) dropSketches(ep *endpoint) {
-	for _, sk := range ep.sketches {
+	if ep.sk == nil {
+		return
+	}
+	for _, sk := range ep.sk.sketches {
 		if sk != nil {
 			d.sketchB -= 1 << sketchPrecision
 		}
 	}
-	ep.sketches, ep.sketchAt = nil, nil
+	ep.sk = nil
 }

@@ -22,26 +22,73 @@ const inlineSamples = 3
 const smallBlock = 16
 
 // pair is the state of one (subscriber, remote endpoint) pair. It is kept
-// small (72 bytes) because carriers track tens of millions of them; most
-// pairs see few connections in a window and never need a sample block.
+// to 64 bytes because carriers track tens of millions of them; most pairs
+// see few connections in a window and never need a sample block.
 type pair struct {
-	sub, ep    uint32 // indexes into Detector.subs and Detector.eps
-	prev, next uint32 // the endpoint's doubly linked pair list (index+1, 0 = none)
-	first      uint32 // first connection start in the window
-	last       uint32 // latest connection start
-	lastEnd    uint32 // end of the latest flow (continuation detection)
-	flows      uint32 // flows in the window (pro-rated when older than it)
-	bytes      uint64 // bytes in the window (as exported, pro-rated likewise)
-	block      uint32 // sample block (index+1, 0 = inline); class by cap
-	starts     [inlineSamples]uint32
-	sizes      [inlineSamples]uint16
-	n          uint8  // samples held
-	cap        uint8  // capacity of the current storage
-	score      uint8  // last pair beacon score * 250 (eviction priority)
-	flags      uint8  // pairDead, ...
-	rate       uint16 // largest sampling rate seen (saturated)
-	lastPort   uint16 // subscriber port of the latest flow
+	fp      uint64 // fingerprint of (pseudonym, epoch, endpoint): the pair table's key
+	sub, ep uint32 // indexes into Detector.subs and Detector.eps
+	first   uint32 // first connection start in the window
+	last    uint32 // latest connection start
+	flows   uint32 // flows in the window (pro-rated when older than it)
+	bytes16 uint32 // bytes in the window in units of 16 (as exported, pro-rated likewise, saturating)
+	block   uint32 // sample block (index+1, 0 = inline); class by cap
+	starts  [inlineSamples]uint32
+	sizes   [inlineSamples]uint16
+	// endDelta is the duration of the latest flow in units of 100 ms
+	// (saturating), for continuation detection.
+	endDelta uint16
+	rate     uint16 // largest sampling rate seen (saturated)
+	lastPort uint16 // subscriber port of the latest flow
+	n        uint8  // samples held
+	cap      uint8  // capacity of the current storage
+	score    uint8  // last pair beacon score * 250 (eviction priority)
+	flags    uint8  // pairLive, pairAllowed
 }
+
+// lastEnd is the end of the latest flow (offset).
+func (p *pair) lastEnd() uint32 { return p.last + uint32(p.endDelta)*100 }
+
+// setEnd records the end of the latest flow.
+func (p *pair) setEnd(end uint32) {
+	d := uint32(0)
+	if end > p.last {
+		d = min((end-p.last+99)/100, 65535)
+	}
+	p.endDelta = uint16(d)
+}
+
+// totalBytes returns the pair's bytes.
+func (p *pair) totalBytes() uint64 { return uint64(p.bytes16) << 4 }
+
+// addBytes adds a flow's bytes, rounded to units of 16, saturating.
+func (p *pair) addBytes(b uint64) {
+	p.bytes16 = uint32(min(uint64(p.bytes16)+(b+8)>>4, 1<<32-1))
+}
+
+// chunkBits sets the size of the chunks the pair slab grows by (2^14
+// pairs, about 1.2 MB): growing by chunks never copies pairs and never
+// holds more than one partly used chunk, where doubling a slice would
+// hold up to twice the pairs' memory.
+const chunkBits = 14
+
+// slab holds the pairs, addressed by index.
+type slab struct {
+	chunks [][]pair
+	n      int // indexes handed out so far (live or free)
+}
+
+func (s *slab) at(i uint32) *pair { return &s.chunks[i>>chunkBits][i&(1<<chunkBits-1)] }
+
+// add returns a new index, growing the slab by a chunk when needed.
+func (s *slab) add() uint32 {
+	if s.n == len(s.chunks)<<chunkBits {
+		s.chunks = append(s.chunks, make([]pair, 1<<chunkBits))
+	}
+	s.n++
+	return uint32(s.n - 1)
+}
+
+func (s *slab) bytes() int64 { return int64(len(s.chunks)) << chunkBits * pairBytes }
 
 const (
 	pairLive uint8 = 1 << iota
@@ -51,11 +98,11 @@ const (
 // sub is a subscriber pseudonym (with its key epoch).
 type sub struct {
 	key   subKey
-	hash  uint64 // murmur3 of the pseudonym, for HyperLogLog sketches
 	pairs uint32 // tracked pairs
 	// beacons counts the subscriber's beaconing endpoints during an
 	// evaluation (fan-out).
 	beacons uint32
+	live    bool
 }
 
 type subKey struct {
@@ -70,20 +117,32 @@ type epKey struct {
 }
 
 // endpoint is the state of one remote endpoint (address, port, protocol).
+// It is small (48 bytes): sketches and enrichment live behind pointers,
+// the former only for endpoints with many subscribers, the latter shared
+// by all endpoints with the same enrichment.
 type endpoint struct {
 	key      epKey
-	head     uint32 // first pair (index+1)
 	npairs   uint32 // tracked pairs (the exact fan-in while small)
 	baseline float32
-	hasBase  bool
 	allowed  int32 // allowlist verdict: 0 unknown, -1 none, i+1 index into Detector.allowTexts
-	// sketches counts distinct subscribers per hop with HyperLogLog once
-	// the endpoint has more than Config.FanInExact pairs; index by hop
-	// number modulo its length.
+	hasBase  bool
+	// sk counts distinct subscribers per hop with HyperLogLog once the
+	// endpoint has more than Config.FanInExact pairs.
+	sk *sketchSet
+	// info is the enrichment of the newest flow (interned).
+	info *enrichment
+}
+
+// sketchSet holds an endpoint's per-hop HyperLogLog sketches, indexed by
+// hop number modulo their count.
+type sketchSet struct {
 	sketches []*hyperloglog.Sketch
-	sketchAt []int64 // hop number each sketch holds
-	// Enrichment, copied from the newest flow (strings are interned by
-	// the enricher).
+	at       []int64 // hop number each sketch holds
+}
+
+// enrichment is the enrichment of a remote endpoint, interned so that
+// endpoints share it (strings from the enricher are shared already).
+type enrichment struct {
 	asn                        uint32
 	asOrg, country, prov, intl string
 }
@@ -136,28 +195,36 @@ func (p *pool) bytes() int64 {
 	return int64(cap(p.starts))*4 + int64(cap(p.sizes))*2 + int64(cap(p.free))*4
 }
 
-// pairTable is an open-addressing hash table from (sub, ep) to pair index,
-// with linear probing and backward-shift deletion. A slot holds index+1;
-// keys are read from the pairs themselves, so a slot costs 4 bytes.
+// pairTable is an open-addressing hash table from a pair's fingerprint to
+// its index, with linear probing and backward-shift deletion, grown
+// (doubled) at 3/4 load. A slot is 4 bytes: index+1 in the low 27 bits (0:
+// empty) and the top 5 bits of the fingerprint as a tag, so that probing
+// past other pairs rarely touches their memory (1 in 32).
+//
+// Fingerprints are 64-bit keyed hashes (hash/maphash, a random seed per
+// detector) of the subscriber pseudonym, key epoch, remote address, port
+// and protocol. The per-flow path finds a known pair with this one lookup;
+// two pairs share a fingerprint with probability about n²/2^65 (3·10⁻⁶ for
+// 10M pairs), which would merge their samples.
 type pairTable struct {
 	slots []uint32
 	mask  uint64
 	n     int
 }
 
-func pairHash(s, e uint32) uint64 {
-	h := uint64(s)<<32 | uint64(e)
-	h ^= h >> 33
-	h *= 0xff51afd7ed558ccd
-	h ^= h >> 33
-	h *= 0xc4ceb9fe1a85ec53
-	h ^= h >> 33
-	return h
-}
+const (
+	slotIndexBits = 27
+	slotIndexMask = 1<<slotIndexBits - 1
+	// maxPairIndex bounds the number of pairs (about 134 million).
+	maxPairIndex = slotIndexMask - 1
+)
 
+func slotTag(fp uint64) uint32 { return uint32(fp>>(64-(32-slotIndexBits))) << slotIndexBits }
+
+// init makes an empty table of at least size slots (a power of two).
 func (t *pairTable) init(size int) {
 	n := 1024
-	for n < size*2 {
+	for n < size {
 		n <<= 1
 	}
 	t.slots = make([]uint32, n)
@@ -165,29 +232,34 @@ func (t *pairTable) init(size int) {
 	t.n = 0
 }
 
-// find returns the slot of (s, e) and whether it holds the pair; when not,
-// the slot is where it would be inserted.
-func (t *pairTable) find(pairs []pair, s, e uint32) (uint64, bool) {
-	i := pairHash(s, e) & t.mask
+// find returns the slot of fingerprint fp and whether it holds the pair;
+// when not, the slot is where it would be inserted.
+func (t *pairTable) find(pairs *slab, fp uint64) (uint64, bool) {
+	i := fp & t.mask
+	tag := slotTag(fp)
 	for {
 		v := t.slots[i]
 		if v == 0 {
 			return i, false
 		}
-		p := &pairs[v-1]
-		if p.sub == s && p.ep == e {
+		if v&^slotIndexMask == tag && pairs.at(v&slotIndexMask-1).fp == fp {
 			return i, true
 		}
 		i = (i + 1) & t.mask
 	}
 }
 
-func (t *pairTable) insertAt(slot uint64, idx uint32) { t.slots[slot] = idx + 1; t.n++ }
+// index returns the pair index held by a slot.
+func (t *pairTable) index(slot uint64) uint32 { return t.slots[slot]&slotIndexMask - 1 }
+
+func (t *pairTable) insertAt(slot uint64, fp uint64, idx uint32) {
+	t.slots[slot] = slotTag(fp) | (idx + 1)
+	t.n++
+}
 
 // remove deletes the pair at index idx (which must be present).
-func (t *pairTable) remove(pairs []pair, idx uint32) {
-	p := &pairs[idx]
-	i, ok := t.find(pairs, p.sub, p.ep)
+func (t *pairTable) remove(pairs *slab, idx uint32) {
+	i, ok := t.find(pairs, pairs.at(idx).fp)
 	if !ok {
 		return
 	}
@@ -200,10 +272,9 @@ func (t *pairTable) remove(pairs []pair, idx uint32) {
 		if v == 0 {
 			break
 		}
-		q := &pairs[v-1]
-		home := pairHash(q.sub, q.ep) & t.mask
-		// Move q into the hole at i unless its home lies cyclically in
-		// (i, j].
+		home := pairs.at(v&slotIndexMask-1).fp & t.mask
+		// Move the entry into the hole at i unless its home lies
+		// cyclically in (i, j].
 		if (j > i && (home <= i || home > j)) || (j < i && (home <= i && home > j)) {
 			t.slots[i] = v
 			i = j
@@ -212,16 +283,15 @@ func (t *pairTable) remove(pairs []pair, idx uint32) {
 	t.slots[i] = 0
 }
 
-// grow doubles the table when it is half full.
-func (t *pairTable) grow(pairs []pair) {
+// grow doubles the table.
+func (t *pairTable) grow(pairs *slab) {
 	old := t.slots
-	t.init(len(old))
+	t.init(2 * len(old))
 	for _, v := range old {
 		if v == 0 {
 			continue
 		}
-		p := &pairs[v-1]
-		i := pairHash(p.sub, p.ep) & t.mask
+		i := pairs.at(v&slotIndexMask-1).fp & t.mask
 		for t.slots[i] != 0 {
 			i = (i + 1) & t.mask
 		}
