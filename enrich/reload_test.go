@@ -252,8 +252,25 @@ func TestWatchReload(t *testing.T) {
 	}
 	intelOf := func(a string) string { return enrichOne(e, addr(a)).Intel }
 
+	// Other files in the directory change all the time; they must not
+	// postpone the reload.
+	churn := make(chan struct{})
+	churnDone := make(chan struct{})
+	go func() {
+		defer close(churnDone)
+		for i := 0; ; i++ {
+			select {
+			case <-churn:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("busy-%d.parquet", i%3)), []byte("x"), 0o644)
+		}
+	}()
 	replaceFile(t, list, "198.51.100.2\n")
 	waitFor(t, "the renamed list", func() bool { return intelOf("198.51.100.2") == "c2" })
+	close(churn)
+	<-churnDone
 	if got := intelOf("198.51.100.1"); got != "" {
 		t.Errorf("old entry still listed: %q", got)
 	}
@@ -288,4 +305,68 @@ func TestWatchReload(t *testing.T) {
 	if err := e.Stop(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestWatchConfigMap swaps a list the way Kubernetes updates a mounted
+// ConfigMap: the file is a symlink through "..data", and the update
+// renames a new "..data" symlink into place.
+func TestWatchConfigMap(t *testing.T) {
+	dir := t.TempDir()
+	version := func(name, content string) {
+		t.Helper()
+		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, name), "c2.txt", content)
+	}
+	version("..2026_11_22_a", "198.51.100.1\n")
+	if err := os.Symlink("..2026_11_22_a", filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	list := filepath.Join(dir, "c2.txt")
+	if err := os.Symlink(filepath.Join("..data", "c2.txt"), list); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig()
+	cfg.Watch = true
+	cfg.Intel = []IntelList{{Name: "c2", File: list}}
+	e := mustNew(t, cfg, Deps{})
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	version("..2026_11_22_b", "198.51.100.2\n")
+	if err := os.Symlink("..2026_11_22_b", filepath.Join(dir, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the swapped ConfigMap", func() bool { return enrichOne(e, addr("198.51.100.2")).Intel == "c2" })
+}
+
+// TestWatchBusyFile: a list rewritten without pause is still reloaded
+// (at the latest 10 × reload_delay after the first change).
+func TestWatchBusyFile(t *testing.T) {
+	dir := t.TempDir()
+	list := writeFile(t, dir, "c2.txt", "198.51.100.1\n")
+	cfg := testConfig()
+	cfg.Watch = true
+	cfg.ReloadDelay = 30 * time.Millisecond
+	cfg.Intel = []IntelList{{Name: "c2", File: list}}
+	e := mustNew(t, cfg, Deps{})
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for time.Since(start) < 2*time.Second {
+		if err := os.WriteFile(list, []byte("198.51.100.2\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if enrichOne(e, addr("198.51.100.2")).Intel == "c2" {
+			t.Logf("reloaded after %v of continuous writes", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("a continuously rewritten list was never reloaded")
 }

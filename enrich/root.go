@@ -18,6 +18,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ccflow/ccflow/config"
 	"github.com/ccflow/ccflow/flow"
 )
 
@@ -163,7 +164,7 @@ func (p *providerTable) class(asn uint32, org string) string {
 // goroutine; Start starts the file watcher.
 func New(cfg Config, deps Deps) (*Enricher, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("enrich configuration: %w", err)
+		return nil, config.Prefix("enrich", err)
 	}
 	log := deps.Logger
 	if log == nil {
@@ -261,13 +262,13 @@ func (e *Enricher) Start(ctx context.Context) error {
 		close(e.done)
 		return fmt.Errorf("watch enrichment sources: %w", err)
 	}
-	dirs, err := e.watchDirs()
+	ws, err := e.watchSet()
 	if err != nil {
 		_ = w.Close()
 		close(e.done)
 		return err
 	}
-	for _, d := range dirs {
+	for _, d := range ws.dirs {
 		if err := w.Add(d); err != nil {
 			_ = w.Close()
 			close(e.done)
@@ -278,7 +279,7 @@ func (e *Enricher) Start(ctx context.Context) error {
 	go func() {
 		defer close(e.done)
 		defer w.Close()
-		e.watch(ctx, w)
+		e.watch(ctx, w, ws)
 	}()
 	return nil
 }
