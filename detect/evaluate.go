@@ -360,6 +360,16 @@ func (d *Detector) fullGaps(rate uint16) int {
 	return max(d.cfg.MinConnections-1, int(math.Round(full)))
 }
 
+// countGaps is the number of intervals the count component credits a
+// pair with: the intervals of its sample, or, when the sample holds only
+// the most recent connections, about as many as it had flows.
+func countGaps(p *pair, sampled int) int {
+	if int(p.cap) > inlineSamples && int(p.flows) > int(p.n) && int(p.flows) > sampled+1 {
+		return int(p.flows) - 1
+	}
+	return sampled
+}
+
 // scorePair scores one pair at its own period.
 func (d *Detector) scorePair(p *pair, starts []uint32, span, minP, maxP, tol float64) eligible {
 	ev := &d.ev
@@ -368,7 +378,7 @@ func (d *Detector) scorePair(p *pair, starts []uint32, span, minP, maxP, tol flo
 	el.fit = fitPeriod(ev.gaps, minP, maxP, tol, maxBeats(p.rate), &ev.fs)
 	el.tm = scoreTiming(ev.gaps, el.fit, tol, p.rate, &ev.fs)
 	el.size = sizeScore(ev.sizes, &ev.fs)
-	el.count = countScore(len(ev.gaps), d.cfg.MinConnections-1, d.fullGaps(p.rate))
+	el.count = countScore(countGaps(p, len(ev.gaps)), d.cfg.MinConnections-1, d.fullGaps(p.rate))
 	lo, hi := d.offsetClamp(d.lastWs), d.offsetClamp(d.lastWe)
 	el.coverage = clamp01(float64(min(p.last, hi-1)-max(p.first, lo)) / 1000 / span)
 	el.score = beaconScore(el.tm, el.size, el.count, el.coverage)
@@ -418,9 +428,12 @@ func (d *Detector) scoreEndpoint(e *epEval, pop, span, minP, maxP, tol float64, 
 		ev.pooled, ev.pooledSizes = ev.pooled[:0], ev.pooledSizes[:0]
 		var covMax float64
 		var conns int64
+		var countedGaps int
 		for i := range E {
 			starts := d.windowStarts(d.ps.at(E[i].pi), lo, hi)
-			ev.pooled = append(ev.pooled, gapsOf(starts, ev.gaps)...)
+			ev.gaps = gapsOf(starts, ev.gaps)
+			countedGaps += countGaps(d.ps.at(E[i].pi), len(ev.gaps))
+			ev.pooled = append(ev.pooled, ev.gaps...)
 			ev.pooledSizes = append(ev.pooledSizes, ev.sizes...)
 			covMax = max(covMax, E[i].coverage)
 			conns += int64(d.ps.at(E[i].pi).flows)
@@ -428,7 +441,7 @@ func (d *Detector) scoreEndpoint(e *epEval, pop, span, minP, maxP, tol float64, 
 		pfit := fitPeriod(ev.pooled, minP, maxP, tol, maxBeats(e.rate), &ev.fs)
 		ptm := scoreTiming(ev.pooled, pfit, tol, e.rate, &ev.fs)
 		psize := sizeScore(ev.pooledSizes, &ev.fs)
-		pcount := countScore(len(ev.pooled), cfg.MinConnections-1, d.fullGaps(e.rate))
+		pcount := countScore(countedGaps, cfg.MinConnections-1, d.fullGaps(e.rate))
 		// Which subscribers beacon with the pooled period?
 		var beaconing int
 		var weighted, discSum float64
