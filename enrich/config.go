@@ -5,10 +5,10 @@
 // The stage reads only flow.Pseudo.Remote (and Exporter, InIf and OutIf for
 // names): it runs after the privacy stage and never sees a subscriber
 // address. Sources (MMDB files and intel lists) are loaded into an immutable
-// snapshot that Reload and the file watcher replace atomically, so flows are
-// never dropped or enriched from half-loaded data. Per-flow work goes through
-// a bounded per-worker cache and allocates nothing in steady state; see
-// docs/enrich.md for the design and the measured costs.
+// snapshot of lookup tables that Reload and the file watcher replace
+// atomically, so flows are never dropped or enriched from half-loaded data.
+// Per-flow work goes through a bounded per-worker cache and allocates
+// nothing; see docs/enrich.md for the design and the measured costs.
 package enrich
 
 import (
@@ -43,13 +43,14 @@ type Config struct {
 	// Exporters names exporters and their interfaces.
 	Exporters []Exporter `yaml:"exporters" doc:"Names of exporters (routers) and their interfaces."`
 	// CacheSize is the number of remote addresses each worker caches.
-	CacheSize int `yaml:"cache_size" doc:"Remote addresses cached per enrichment worker (rounded up to a power of two, 24 bytes each); 0 turns the cache off."`
+	CacheSize int `yaml:"cache_size" doc:"Remote addresses cached per enrichment worker (rounded up to a power of two, 40 bytes each); 0 turns the cache off."`
 	// Watch turns on reloading when a source file changes.
 	Watch bool `yaml:"watch" doc:"Reload a source when its file changes (the lead process also reloads all sources on SIGHUP)."`
 	// ReloadDelay is how long the watcher waits after the last change.
 	ReloadDelay time.Duration `yaml:"reload_delay" doc:"Quiet time after the last change to a watched file before it is reloaded."`
-	// VerifyMMDB checks the whole of each MMDB file when it is loaded.
-	VerifyMMDB bool `yaml:"verify_mmdb" doc:"Verify the whole search tree and data section of each MMDB file on load, so a corrupt file is refused instead of failing lookups."`
+	// VerifyMMDB decodes every record of an MMDB file completely when it
+	// is loaded.
+	VerifyMMDB bool `yaml:"verify_mmdb" doc:"Decode every record of an MMDB file completely when it is loaded, so that a corrupt file is refused (only the fields enrichment reads are decoded otherwise)."`
 }
 
 // IntelList is one threat-intel list.
