@@ -335,19 +335,17 @@ func (d *Detector) observe(f *flow.Pseudo, t int64, fp uint64) {
 		p.rate = uint16(min(r, 65535))
 	}
 	// A further record of a connection already seen (a router's active
-	// timeout splits long connections): it starts where the previous
-	// record ended, and has the same subscriber port, or, where the
-	// privacy stage zeroed ephemeral ports, follows a record at least
-	// continuationMinMs long (a beacon's connection is short).
-	if p.n > 0 && off >= p.last && off <= p.lastEnd()+continuationGapMs {
-		if (f.SubPort != 0 && f.SubPort == p.lastPort) ||
-			(f.SubPort == 0 && p.lastPort == 0 && p.lastEnd()-p.last >= continuationMinMs) {
-			if endOff > p.lastEnd() {
-				p.setEnd(endOff)
-			}
-			d.nCont++
-			return
+	// timeout splits long connections): same subscriber port, starting
+	// where the previous record ended. Where the privacy stage zeroes
+	// ephemeral ports (subscriber_ports: coarsen) this cannot be told from
+	// a reconnect, and such records count as connections (see
+	// docs/detection.md).
+	if p.n > 0 && f.SubPort != 0 && f.SubPort == p.lastPort && off >= p.last && off <= p.lastEnd()+continuationGapMs {
+		if endOff > p.lastEnd() {
+			p.setEnd(endOff)
 		}
+		d.nCont++
+		return
 	}
 	d.nObserved++
 	if p.n == 0 || off < p.first {
@@ -362,13 +360,9 @@ func (d *Detector) observe(f *flow.Pseudo, t int64, fp uint64) {
 }
 
 // continuationGapMs is the largest pause between two records of one
-// connection for the second to count as its continuation rather than a
-// new connection; continuationMinMs is the least duration of the earlier
-// record when ports are unknown.
-const (
-	continuationGapMs = 2000
-	continuationMinMs = 30_000
-)
+// connection (same subscriber port) for the second to count as its
+// continuation rather than a new connection.
+const continuationGapMs = 2000
 
 func (d *Detector) subFor(f *flow.Pseudo) uint32 {
 	k := subKey{p: f.Sub, epoch: f.Epoch}
