@@ -410,12 +410,16 @@ func readFile(name string) ([]byte, os.FileInfo, error) {
 	return data, fi, nil
 }
 
-// Enrich fills the enrichment fields of every flow in place: RemoteASN,
-// RemoteASOrg, RemoteCountry, Provider and Intel from Remote (cleared when
-// Remote is zero), ExporterName, InIfName and OutIfName from Exporter, InIf
-// and OutIf. It is goroutine-safe: it borrows a Worker from a pool, so a
-// goroutine that calls it repeatedly usually keeps its warm cache. The
-// strings it stores are shared and must be treated as read-only.
+// Enrich fills the enrichment fields of every flow in place, from the
+// sources that are configured: RemoteASN, RemoteASOrg and Provider (ASN
+// database), RemoteCountry (country database) and Intel (intel lists) from
+// Remote (cleared when Remote is zero), and ExporterName, InIfName and
+// OutIfName (exporters) from Exporter, InIf and OutIf. Fields of sources that
+// are not configured are left as they are, so a later stage can add, say,
+// intel to flows that a collector enriched. It is goroutine-safe: it borrows
+// a Worker from a pool, so a goroutine that calls it repeatedly usually
+// keeps its warm cache. The strings it stores are shared and must be
+// treated as read-only.
 func (e *Enricher) Enrich(flows []flow.Pseudo) {
 	w := e.pool.Get().(*Worker)
 	w.Enrich(flows)

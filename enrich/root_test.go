@@ -55,7 +55,9 @@ func fixture(t testing.TB, set func(*Config)) (*Enricher, *prometheus.Registry) 
 
 func TestEnrichFields(t *testing.T) {
 	e, _ := fixture(t, nil)
-	stale := flow.Pseudo{RemoteASN: 9, RemoteASOrg: "stale", RemoteCountry: "XX", Provider: "stale", Intel: "stale",
+	// No country database: RemoteCountry stays as it is (see
+	// TestUnconfiguredFieldsUntouched).
+	stale := flow.Pseudo{RemoteASN: 9, RemoteASOrg: "stale", Provider: "stale", Intel: "stale",
 		ExporterName: "stale", InIfName: "stale", OutIfName: "stale"}
 	in := func(remote, exporter string, inIf, outIf uint32) flow.Pseudo {
 		p := stale
@@ -120,6 +122,45 @@ func check(t *testing.T, got, in flow.Pseudo, want remoteFields, wantNames struc
 	got.ExporterName, got.InIfName, got.OutIfName = in.ExporterName, in.InIfName, in.OutIfName
 	if got != in {
 		t.Errorf("enrichment changed other fields: %+v", got)
+	}
+}
+
+// TestUnconfiguredFieldsUntouched: Enrich sets only the fields of the
+// sources that are configured.
+func TestUnconfiguredFieldsUntouched(t *testing.T) {
+	dir := t.TempDir()
+	in := flow.Pseudo{Remote: addr("198.51.100.7"), Exporter: addr("192.0.2.1"), InIf: 1, OutIf: 2,
+		RemoteASN: 64500, RemoteASOrg: "From the collector", RemoteCountry: "DE", Provider: "cloud", Intel: "old",
+		ExporterName: "edge1", InIfName: "in", OutIfName: "out"}
+	tests := []struct {
+		name string
+		set  func(*Config)
+		want func(*flow.Pseudo)
+	}{
+		{"nothing configured", func(*Config) {}, func(*flow.Pseudo) {}},
+		{"intel only", func(c *Config) {
+			c.Intel = []IntelList{{Name: "c2", File: writeFile(t, dir, "c2.txt", "198.51.100.0/24\n")}}
+		}, func(p *flow.Pseudo) { p.Intel = "c2" }},
+		{"asn only", func(c *Config) {
+			c.ASNDB = writeMMDB(t, filepath.Join(dir, "asn.mmdb"), mmdbwriter.Options{}, []mmdbNet{{"198.51.100.0/24", asnRec(64501, "Example")}})
+		}, func(p *flow.Pseudo) { p.RemoteASN, p.RemoteASOrg, p.Provider = 64501, "Example", "" }},
+		{"exporters only", func(c *Config) {
+			c.Exporters = []Exporter{{Addr: "192.0.2.9", Name: "other"}}
+		}, func(p *flow.Pseudo) { p.ExporterName, p.InIfName, p.OutIfName = "", "", "" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig()
+			tt.set(&cfg)
+			e := mustNew(t, cfg, Deps{})
+			got := []flow.Pseudo{in}
+			e.Enrich(got)
+			want := in
+			tt.want(&want)
+			if diff := cmp.Diff(want, got[0]); diff != "" {
+				t.Errorf("(-want +got)\n%s", diff)
+			}
+		})
 	}
 }
 

@@ -75,18 +75,29 @@ func (w *Worker) Enrich(flows []flow.Pseudo) {
 	}
 	var lookups, hits, intel uint64
 	names := len(e.exporters) > 0
+	hasAS, hasCC, hasIntel := snap.asn != nil, snap.country != nil, snap.intel != nil
+	remote := hasAS || hasCC || hasIntel
 	sets := w.sets
 	for i := range flows {
 		f := &flows[i]
 		if names {
 			w.names(f)
-		} else {
-			f.ExporterName, f.InIfName, f.OutIfName = "", "", ""
+		}
+		if !remote {
+			continue
 		}
 		lo := binary.LittleEndian.Uint64(f.Remote[:8])
 		hi := binary.LittleEndian.Uint64(f.Remote[8:])
 		if lo == 0 && hi == 0 {
-			f.RemoteASN, f.RemoteASOrg, f.RemoteCountry, f.Provider, f.Intel = 0, "", "", "", ""
+			if hasAS {
+				f.RemoteASN, f.RemoteASOrg, f.Provider = 0, "", ""
+			}
+			if hasCC {
+				f.RemoteCountry = ""
+			}
+			if hasIntel {
+				f.Intel = ""
+			}
 			continue
 		}
 		lookups++
@@ -115,13 +126,17 @@ func (w *Worker) Enrich(flows []flow.Pseudo) {
 		} else {
 			v = w.miss(snap, f.Remote)
 		}
-		f.RemoteASN = v.as.asn
-		f.RemoteASOrg = v.as.org
-		f.Provider = v.as.provider
-		f.RemoteCountry = *v.cc
-		f.Intel = *v.intel
-		if len(f.Intel) > 0 {
-			intel++
+		if hasAS {
+			f.RemoteASN, f.RemoteASOrg, f.Provider = v.as.asn, v.as.org, v.as.provider
+		}
+		if hasCC {
+			f.RemoteCountry = *v.cc
+		}
+		if hasIntel {
+			f.Intel = *v.intel
+			if len(f.Intel) > 0 {
+				intel++
+			}
 		}
 	}
 	m := e.m
