@@ -121,7 +121,14 @@ func TestSamplingStudy(t *testing.T) {
 			if rn > 0 && rn <= 3 {
 				topNj++
 			}
-			ranks = append(ranks, fmt.Sprintf("seed %d: Ares #%d NjRAT #%d", seed, ra, rn))
+			sa, sn := 0.0, 0.0
+			if ra > 0 {
+				sa = all[ra-1].Score
+			}
+			if rn > 0 {
+				sn = all[rn-1].Score
+			}
+			ranks = append(ranks, fmt.Sprintf("seed %d: Ares #%d %.2f, NjRAT #%d %.2f", seed, ra, sa, rn, sn))
 		}
 		t.Logf("1:%d: recall Ares %d/%d, NjRAT %d/%d at threshold %.2f; in the top 3: Ares %d, NjRAT %d (%s)",
 			n, foundAres, seeds, foundNj, seeds, cfg.Threshold, topAres, topNj, strings.Join(ranks, "; "))

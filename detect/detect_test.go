@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -161,6 +163,19 @@ func TestAllowlist(t *testing.T) {
 		if err := detect.NewAllowlist().Add("bad", strings.NewReader(bad)); err == nil {
 			t.Errorf("Add(%q) accepted", bad)
 		}
+	}
+}
+
+// TestDeployAllowlists parses the operator template shipped in
+// deploy/allowlists.
+func TestDeployAllowlists(t *testing.T) {
+	f, err := os.Open(filepath.Join("..", "deploy", "allowlists", "local.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := detect.NewAllowlist().Add("local", f); err != nil {
+		t.Error(err)
 	}
 }
 
