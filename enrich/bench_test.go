@@ -276,16 +276,25 @@ func cpuTime() int64 {
 // BenchmarkEnrich measures the per-flow cost (ns/op and cpu-ns/flow are
 // per flow; hit% is the cache hit rate):
 //
+//   - hit: 4k distinct remotes, in turn, through a 64k-entry cache (the
+//     cost of a hit);
 //   - warm: 16k distinct remotes, in turn, through a 64k-entry cache;
 //   - warm-pooled: the same through Enricher.Enrich (sync.Pool);
-//   - zipf: remotes drawn from 1M addresses with Zipf popularity through
-//     a 64k cache;
+//   - zipf, zipf-256k: remotes drawn from 1M addresses with Zipf
+//     popularity through a 64k (default) and a 256k cache;
 //   - miss: 1M distinct remotes, in turn, through a 64k cache: almost
 //     every lookup is a miss (three bart lookups, a cache insert);
 //   - cache-off: the same with no cache;
 //   - new-worker-per-batch: a new Worker (a new, empty 2.5 MB cache) for
 //     every batch of 1024, the worst case.
 func BenchmarkEnrich(b *testing.B) {
+	b.Run("hit", func(b *testing.B) {
+		e := benchEnricher(b, 1<<16)
+		w := e.NewWorker()
+		addrs := benchAddrs(1<<16, 4<<10)
+		warmUp(addrs, w.Enrich)
+		runFlows(b, e, addrs, w.Enrich)
+	})
 	b.Run("warm", func(b *testing.B) {
 		e := benchEnricher(b, 1<<16)
 		w := e.NewWorker()
@@ -301,6 +310,13 @@ func BenchmarkEnrich(b *testing.B) {
 	})
 	b.Run("zipf", func(b *testing.B) {
 		e := benchEnricher(b, 1<<16)
+		w := e.NewWorker()
+		addrs := zipfAddrs(1<<21, 1<<20)
+		warmUp(addrs, w.Enrich)
+		runFlows(b, e, addrs, w.Enrich)
+	})
+	b.Run("zipf-256k", func(b *testing.B) {
+		e := benchEnricher(b, 1<<18)
 		w := e.NewWorker()
 		addrs := zipfAddrs(1<<21, 1<<20)
 		warmUp(addrs, w.Enrich)
