@@ -183,7 +183,7 @@ func TestReloadErrorKeepsOldData(t *testing.T) {
 	if err == nil {
 		t.Fatal("Reload succeeded with a corrupt list and a missing database")
 	}
-	for _, w := range []string{"enrich.intel[0] (a) " + a, `line 2: "not-an-address"`, "enrich.asn_db " + asnDB, "no such file"} {
+	for _, w := range []string{"enrich.intel[0] (a): " + a, `line 2: "not-an-address"`, "enrich.asn_db: " + asnDB, "no such file"} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q does not contain %q", err, w)
 		}

@@ -98,9 +98,10 @@ type source struct {
 	prefixes []netip.Prefix
 }
 
-// describe names the source in errors: its key, the list name, the file.
+// describe names the source in errors: its key (with the list name) and
+// its file.
 func (s *source) describe() string {
-	return fmt.Sprintf("%s %s", s.key, s.file)
+	return s.key + ": " + s.file
 }
 
 // exporterInfo holds the configured names of one exporter. Interface
