@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccflow/ccflow/flow"
+	"github.com/ccflow/ccflow/sink/internal/durable"
 	"github.com/ccflow/ccflow/sink/table"
 )
 
@@ -406,44 +407,22 @@ func (w *Writer) spillQueued() {
 	w.updateGaugesLocked()
 }
 
-// writeSpill writes blk to the spill directory atomically.
+// writeSpill writes blk to the spill directory atomically and durably
+// (file and directory fsynced).
 func (w *Writer) writeSpill(blk *Block) (spillFile, error) {
 	data, err := encodeBlock(blk)
 	if err != nil {
 		return spillFile{}, err
 	}
-	if err := os.MkdirAll(w.cfg.SpillDir, 0o700); err != nil {
+	if err := durable.MkdirAll(w.cfg.SpillDir, 0o700); err != nil {
 		return spillFile{}, err
 	}
 	name := fmt.Sprintf("%019d-%s-%s.blk", blk.Created.UnixNano(), blk.Table, blk.Token)
 	path := filepath.Join(w.cfg.SpillDir, name)
-	if err := writeFileAtomic(path, data); err != nil {
+	if err := durable.WriteFile(path, data, 0o600); err != nil {
 		return spillFile{}, err
 	}
 	return spillFile{path: path, table: blk.Table, rows: blk.Rows(), size: int64(len(data)), created: blk.Created}, nil
-}
-
-// writeFileAtomic writes data to path through a synced temporary file.
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
 }
 
 func readSpill(path string) (*Block, error) {

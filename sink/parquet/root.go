@@ -22,6 +22,7 @@ import (
 
 	"github.com/ccflow/ccflow/flow"
 	"github.com/ccflow/ccflow/flow/flowarrow"
+	"github.com/ccflow/ccflow/sink/internal/durable"
 	"github.com/ccflow/ccflow/sink/table"
 )
 
@@ -384,7 +385,7 @@ func (w *Writer) run() {
 func (w *Writer) store(pf *pendingFile) bool {
 	backoff := w.cfg.RetryInitial
 	for attempt := 1; ; attempt++ {
-		err := writeAtomic(filepath.Join(w.cfg.Dir, pf.path), pf.data)
+		err := durable.WriteFile(filepath.Join(w.cfg.Dir, pf.path), pf.data, 0o644)
 		if err == nil {
 			if attempt > 1 {
 				w.log.Info("file written after retries", "table", pf.table, "attempts", attempt)
@@ -402,39 +403,6 @@ func (w *Writer) store(pf *pendingFile) bool {
 		}
 		backoff = min(2*backoff, w.cfg.RetryMax)
 	}
-}
-
-// writeAtomic writes data to path: a temporary dot-file in the same
-// directory, synced, then renamed, then the directory synced.
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	tmp := filepath.Join(dir, "."+filepath.Base(path)+".tmp")
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
 }
 
 func (w *Writer) updateLagLocked(now time.Time) {
