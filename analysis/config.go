@@ -35,6 +35,7 @@ func DefaultConfig() Config {
 		StateDir:           "ccflow-data/state",
 		CheckpointInterval: 5 * time.Minute,
 		StoreFlows:         true,
+		CandidatesFile:     "ccflow-data/candidates.jsonl",
 		DedupBatches:       1 << 16,
 		IdleAdvance:        5 * time.Minute,
 	}

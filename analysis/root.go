@@ -49,6 +49,9 @@ type Deps struct {
 	Detector *detect.Detector
 	// Sink stores flows, pair scores and candidates; required.
 	Sink Sink
+	// Enrich, when not nil, enriches each batch's flows before they are
+	// observed and stored (for detectors whose collectors do not enrich).
+	Enrich func([]flow.Pseudo)
 	// Now is the wall clock (tests replace it); nil means time.Now.
 	Now func() time.Time
 }
@@ -257,6 +260,9 @@ func (s *Stage) process(d bus.Delivery) error {
 	s.lastFlow = s.deps.Now()
 	for i := range flows {
 		s.newestMs = max(s.newestMs, flows[i].TimeStartMs)
+	}
+	if s.deps.Enrich != nil {
+		s.deps.Enrich(flows)
 	}
 	s.deps.Detector.Observe(flows)
 	s.m.flows.Add(float64(len(flows)))

@@ -32,6 +32,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ccflow/ccflow/config"
 	"github.com/ccflow/ccflow/flow"
 )
 
@@ -157,7 +158,7 @@ func (c *Collector) Start(ctx context.Context) error {
 			for _, s := range socks {
 				s.close()
 			}
-			return fmt.Errorf("collector.%s.addr: %w", l.key, err)
+			return &config.FieldError{Key: "collector." + l.key + ".addr", Msg: err.Error()}
 		}
 		for _, s := range ss {
 			c.m.receiveBuffer.WithLabelValues(l.key).Set(float64(s.rcvbuf))

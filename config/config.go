@@ -655,3 +655,31 @@ func CheckEnums(cfg any) error {
 	walk(v, "")
 	return errors.Join(errs...)
 }
+
+// IsSet reports whether key was set by the file, the environment or an
+// override (rather than left at its default).
+func (l *Loader) IsSet(key string) bool {
+	_, ok := l.origins[key]
+	return ok
+}
+
+// Attribute fills in the Origin of every *FieldError inside err (a start-up
+// error such as "port in use" that names its key) and returns the result;
+// other errors pass unchanged.
+func (l *Loader) Attribute(err error) error {
+	if err == nil {
+		return nil
+	}
+	var out []error
+	for _, e := range flatten(err) {
+		var fe *FieldError
+		if errors.As(e, &fe) && fe.Origin == "" {
+			c := *fe
+			c.Origin = l.Origin(c.Key)
+			out = append(out, &c)
+			continue
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
+}

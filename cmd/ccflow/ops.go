@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ccflow/ccflow/config"
 )
 
 // ops is the operations HTTP server: /metrics, /healthz and /readyz.
@@ -38,7 +40,7 @@ func newOps(addr string, log *slog.Logger) (*ops, error) {
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("metrics.addr: listen on %s: %w", addr, err)
+		return nil, &config.FieldError{Key: "metrics.addr", Msg: fmt.Sprintf("listen on %s: %v", addr, err)}
 	}
 	o.ln = ln
 	mux := http.NewServeMux()
