@@ -26,8 +26,14 @@ import (
 	"github.com/ccflow/ccflow/sink/table"
 )
 
-// ErrStopped is returned by a Write after Stop.
-var ErrStopped = errors.New("parquet sink stopped")
+// Errors of the Writer.
+var (
+	// ErrStopped is returned by a Write or Sync after Stop, and by a Sync
+	// that was waiting when Stop gave up on the files it waited for.
+	ErrStopped = errors.New("parquet sink stopped")
+	// ErrNotStarted is returned by Sync before Start.
+	ErrNotStarted = errors.New("parquet sink not started")
+)
 
 // Deps are the Writer's dependencies.
 type Deps struct {
@@ -45,7 +51,8 @@ type Deps struct {
 // under a temporary name, syncs it and renames it into place, retrying
 // with backoff while that fails. Files appear whole or not at all; a file
 // is written once (its name is fixed when it is closed, and a retry
-// replaces a partial temporary file).
+// replaces a partial temporary file). Sync closes the open files and waits
+// until they are on disk.
 type Writer struct {
 	cfg      Config
 	log      *slog.Logger
@@ -60,9 +67,14 @@ type Writer struct {
 	pending  []*pendingFile
 	memBytes int64 // open file buffers and pending files
 	memRows  int
-	space    chan struct{}
-	seq      uint64
-	stopping bool
+	// space is closed and replaced when a file is stored (memory frees,
+	// storedSeq grows) and when Stop begins and ends.
+	space     chan struct{}
+	seq       uint64 // sequence of the last closed file
+	storedSeq uint64 // sequence of the last file stored (files are stored in order)
+	dropErr   error  // set for good once rows were dropped (see Sync)
+	stopping  bool
+	stopped   bool // the disk goroutine has ended
 
 	wake     chan struct{}
 	ctx      context.Context
@@ -92,6 +104,7 @@ type openFile struct {
 
 // pendingFile is a closed file waiting to be written to disk.
 type pendingFile struct {
+	seq     uint64 // Writer.seq when it was closed
 	table   string
 	path    string // relative to Dir
 	data    []byte
@@ -295,9 +308,20 @@ func (w *Writer) flushRowGroupLocked(of *openFile) error {
 	w.memBytes += grown
 	w.m.pending.Set(float64(w.memBytes))
 	if err != nil {
-		return fmt.Errorf("encode %s row group: %w", of.key.table, err)
+		err = fmt.Errorf("encode %s row group: %w", of.key.table, err)
+		w.droppedLocked(err)
+		return err
 	}
 	return nil
+}
+
+// droppedLocked records that rows of earlier Writes were lost: every later
+// Sync fails, so that the caller does not acknowledge them (and starts again
+// from its last acknowledged point).
+func (w *Writer) droppedLocked(err error) {
+	if w.dropErr == nil {
+		w.dropErr = fmt.Errorf("parquet sink dropped rows: %w", err)
+	}
 }
 
 // closeLocked finishes of and queues it for the disk.
@@ -312,6 +336,7 @@ func (w *Writer) closeLocked(of *openFile) {
 		// rows cannot be stored: count and report them.
 		w.m.errors.WithLabelValues(of.key.table, "encode").Inc()
 		w.log.Error("encode parquet file failed, rows dropped", "table", of.key.table, "rows", of.rows, "error", err)
+		w.droppedLocked(err)
 		w.memBytes -= of.counted
 		w.memRows -= of.rows
 		return
@@ -321,7 +346,7 @@ func (w *Writer) closeLocked(of *openFile) {
 	w.seq++
 	name := fmt.Sprintf("%s-%s-%06d.parquet", of.created.UTC().Format("20060102T150405.000Z"), w.instance, w.seq)
 	w.pending = append(w.pending, &pendingFile{
-		table: of.key.table, path: filepath.Join(partitionDir(of.key.table, dateOf(of.key.day)), name),
+		seq: w.seq, table: of.key.table, path: filepath.Join(partitionDir(of.key.table, dateOf(of.key.day)), name),
 		data: data, rows: of.rows, created: of.created,
 	})
 	w.m.pending.Set(float64(w.memBytes))
@@ -368,6 +393,7 @@ func (w *Writer) run() {
 		}
 		w.mu.Lock()
 		w.pending = w.pending[1:]
+		w.storedSeq = pf.seq
 		w.memBytes -= int64(len(pf.data))
 		w.memRows -= pf.rows
 		close(w.space)
@@ -427,14 +453,47 @@ func (w *Writer) updateLagLocked(now time.Time) {
 	}
 }
 
-// Flush closes every open file now (it then appears on disk as soon as the
-// background goroutine has written it).
-func (w *Writer) Flush() {
+// Sync implements sink.Writer: it closes every open file (one per table
+// and day that has rows, however few) and returns once those files, and
+// every file closed before, are renamed into place with the file and its
+// directory fsynced. Later Writes go to new files and do not delay it.
+// Failed file writes are retried without limit while the Writer runs, so
+// while the directory is unwritable Sync returns only when ctx ends (the
+// files stay queued) or Stop gives up on them (ErrStopped). It fails for
+// good once rows were dropped (a Parquet encoding error, which valid rows
+// do not cause).
+func (w *Writer) Sync(ctx context.Context) error {
 	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopping {
+		return ErrStopped
+	}
+	if w.ctx == nil {
+		return ErrNotStarted
+	}
 	for _, of := range w.open {
 		w.closeLocked(of)
 	}
-	w.mu.Unlock()
+	target := w.seq
+	for {
+		switch {
+		case w.dropErr != nil:
+			return w.dropErr
+		case w.storedSeq >= target:
+			return nil
+		case w.stopped:
+			return fmt.Errorf("files not written at stop: %w", ErrStopped)
+		}
+		ch := w.space
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			w.mu.Lock()
+			return ctx.Err()
+		}
+		w.mu.Lock()
+	}
 }
 
 // Stop refuses further writes, closes every open file and waits until all
@@ -466,6 +525,9 @@ func (w *Writer) Stop() error {
 		w.cancel()
 		w.mu.Lock()
 		defer w.mu.Unlock()
+		w.stopped = true
+		close(w.space) // wake Syncs still waiting: they fail
+		w.space = make(chan struct{})
 		rows := 0
 		for _, pf := range w.pending {
 			rows += pf.rows
