@@ -33,6 +33,12 @@ type Block struct {
 	// Pairs and Candidates hold the rows of the other tables.
 	Pairs      []flow.PairScore
 	Candidates []flow.Candidate
+
+	// seq is the Writer's sequence of the block (0 for a block read from
+	// the spill directory); spillPath is set when a block was spilled
+	// while being inserted. Neither is spilled (gob skips them).
+	seq       uint64
+	spillPath string
 }
 
 // IDRun says that the next N rows of a block carry batch ID ID.

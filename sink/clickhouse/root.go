@@ -25,8 +25,13 @@ import (
 	"github.com/ccflow/ccflow/sink/table"
 )
 
-// ErrStopped is returned by a Write after Stop.
-var ErrStopped = errors.New("clickhouse sink stopped")
+// Errors of the Writer.
+var (
+	// ErrStopped is returned by a Write or Sync after Stop.
+	ErrStopped = errors.New("clickhouse sink stopped")
+	// ErrNotStarted is returned by Sync before Start.
+	ErrNotStarted = errors.New("clickhouse sink not started")
+)
 
 // Deps are the Writer's dependencies.
 type Deps struct {
@@ -42,7 +47,8 @@ type Deps struct {
 // Writer is the ClickHouse sink. It implements sink.Writer: Writes are
 // goroutine-safe and copy their input; one background goroutine inserts
 // blocks in order, retrying with backoff, and spills blocks to SpillDir
-// while inserts fail and memory is above half of MaxBufferedRows.
+// while inserts fail and memory is above half of MaxBufferedRows, or while
+// inserts fail and a Sync waits.
 type Writer struct {
 	cfg      Config
 	log      *slog.Logger
@@ -50,15 +56,20 @@ type Writer struct {
 	ins      Inserter
 	instance string
 
-	mu       sync.Mutex
-	space    chan struct{} // closed and replaced when memory frees
+	mu sync.Mutex
+	// space is closed and replaced when blocks leave the queue (inserted
+	// or spilled: memory frees) and when Stop begins and ends.
+	space    chan struct{}
 	bufs     map[string]*Block
-	queue    []*Block // cut blocks in memory, oldest first
+	queue    []*Block // cut blocks in memory, oldest (lowest seq) first
 	inflight *Block   // the block being inserted (from queue or spill)
 	memRows  int      // rows in bufs and queue
 	spill    []spillFile
 	spillSz  int64
-	seq      uint64
+	seq      uint64 // sequence of the last cut block
+	syncSeq  uint64 // a Sync waits for the queued blocks up to this sequence
+	failing  bool   // the last insert attempt failed
+	lostErr  error  // rows were neither inserted nor spilled at Stop
 	stopping bool
 	stopped  bool
 
@@ -220,6 +231,7 @@ func (w *Writer) cutLocked(tbl string) {
 	}
 	delete(w.bufs, tbl)
 	w.seq++
+	blk.seq = w.seq
 	blk.Token = w.token(blk)
 	w.queue = append(w.queue, blk)
 }
@@ -281,12 +293,12 @@ func (w *Writer) run() {
 		}
 		w.mu.Lock()
 		w.inflight = nil
+		if sf == nil && blk.spillPath != "" {
+			// Spilled while being inserted (a Sync during an outage).
+			sf = &spillFile{path: blk.spillPath}
+		}
 		if sf != nil {
-			w.spill = w.spill[1:]
-			w.spillSz -= sf.size
-			if err := os.Remove(sf.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-				w.log.Warn("remove spilled block failed", "error", err)
-			}
+			w.removeSpillLocked(sf.path)
 		} else {
 			w.queue = w.queue[1:]
 			w.memRows -= blk.Rows()
@@ -296,6 +308,20 @@ func (w *Writer) run() {
 		w.mu.Unlock()
 		w.m.rows.WithLabelValues(blk.Table).Add(float64(blk.Rows()))
 		w.m.blocks.WithLabelValues(blk.Table).Inc()
+	}
+}
+
+// removeSpillLocked forgets the spilled block at path and removes its file.
+func (w *Writer) removeSpillLocked(path string) {
+	for i, f := range w.spill {
+		if f.path == path {
+			w.spill = append(w.spill[:i:i], w.spill[i+1:]...)
+			w.spillSz -= f.size
+			break
+		}
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		w.log.Warn("remove spilled block failed", "error", err)
 	}
 }
 
@@ -346,6 +372,9 @@ func (w *Writer) insert(blk *Block) bool {
 		ctx, cancel := context.WithTimeout(w.ctx, w.cfg.InsertTimeout)
 		err := w.ins.Insert(ctx, blk)
 		cancel()
+		w.mu.Lock()
+		w.failing = err != nil
+		w.mu.Unlock()
 		if err == nil {
 			if attempt > 1 {
 				w.log.Info("insert succeeded after retries", "table", blk.Table, "attempts", attempt)
@@ -369,23 +398,32 @@ func (w *Writer) insert(blk *Block) bool {
 	}
 }
 
-// spillQueued moves queued blocks (all but the one being inserted) to the
-// spill directory when memory is above half its bound or writers wait.
+// spillQueued moves queued blocks to the spill directory: all but the one
+// being inserted when memory is above half its bound or writers wait, and
+// those a Sync waits for (the one being inserted included).
 func (w *Writer) spillQueued() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.spillLocked()
+}
+
+func (w *Writer) spillLocked() {
 	if w.cfg.SpillDir == "" {
 		return
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.memRows*2 < w.cfg.MaxBufferedRows {
+	pressure := w.memRows*2 >= w.cfg.MaxBufferedRows
+	if !pressure && (len(w.queue) == 0 || w.queue[0].seq > w.syncSeq) {
 		return
 	}
-	for t := range w.bufs {
-		w.cutLocked(t)
+	if pressure {
+		for t := range w.bufs {
+			w.cutLocked(t)
+		}
 	}
 	keep := w.queue[:0:0]
 	for _, blk := range w.queue {
-		if blk == w.inflight || w.spillSz >= w.cfg.MaxSpillBytes {
+		wanted := blk.seq <= w.syncSeq || (pressure && blk != w.inflight)
+		if !wanted || w.spillSz >= w.cfg.MaxSpillBytes {
 			keep = append(keep, blk)
 			continue
 		}
@@ -396,7 +434,14 @@ func (w *Writer) spillQueued() {
 			keep = append(keep, blk)
 			continue
 		}
-		w.spill = append(w.spill, sf)
+		if blk == w.inflight {
+			// The insert loop keeps retrying it from memory, and removes
+			// the file once it is inserted. It is the oldest block.
+			blk.spillPath = sf.path
+			w.spill = append([]spillFile{sf}, w.spill...)
+		} else {
+			w.spill = append(w.spill, sf)
+		}
 		w.spillSz += sf.size
 		w.memRows -= blk.Rows()
 	}
@@ -501,6 +546,54 @@ func (w *Writer) updateGaugesLocked() {
 	}
 }
 
+// Sync implements sink.Writer: it cuts every table's buffer into a block
+// and returns once those blocks, and all blocks cut before, are inserted
+// or spilled to SpillDir (file and directory fsynced). Later Writes do not
+// delay it. While inserts fail, Sync spills the blocks it waits for at
+// once (within MaxSpillBytes), so that an outage does not hold up the
+// caller; without a spill directory, or with a full one, it waits for the
+// server (inserts are retried without limit while the Writer runs) and
+// returns ctx.Err() when ctx ends first, the blocks staying queued.
+func (w *Writer) Sync(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopping {
+		return ErrStopped
+	}
+	if w.ctx == nil {
+		return ErrNotStarted
+	}
+	for t := range w.bufs {
+		w.cutLocked(t)
+	}
+	target := w.seq
+	if len(w.queue) == 0 || w.queue[0].seq > target {
+		return nil
+	}
+	w.syncSeq = max(w.syncSeq, target)
+	w.kick()
+	if w.failing {
+		w.spillLocked()
+	}
+	for {
+		switch {
+		case w.lostErr != nil:
+			return w.lostErr
+		case len(w.queue) == 0 || w.queue[0].seq > target:
+			return nil
+		}
+		ch := w.space
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			w.mu.Lock()
+			return ctx.Err()
+		}
+		w.mu.Lock()
+	}
+}
+
 // Stop refuses further writes, inserts everything buffered (waiting at
 // most InsertTimeout while inserts fail), then spills what is left to
 // SpillDir, where the next Start picks it up. It returns an error when
@@ -545,11 +638,13 @@ func (w *Writer) Stop() error {
 		w.queue = nil
 		w.memRows = 0
 		w.stopped = true
-		w.updateGaugesLocked()
 		var errs []error
 		if lost > 0 {
-			errs = append(errs, fmt.Errorf("clickhouse sink: %d rows could not be inserted or spilled", lost))
+			w.lostErr = fmt.Errorf("clickhouse sink: %d rows could not be inserted or spilled", lost)
+			errs = append(errs, w.lostErr)
 		}
+		w.freedLocked() // wake Syncs still waiting
+		w.updateGaugesLocked()
 		if w.ins != nil {
 			if err := w.ins.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close clickhouse connection: %w", err))
