@@ -33,6 +33,9 @@ import (
 //     taken. A Write never drops rows silently.
 //   - A row handed to a Write that returned nil is stored exactly once,
 //     even when the writer retried (deduplication token, atomic files).
+//   - Sync is the durability barrier for acknowledging input (committing
+//     Kafka offsets): once it returns nil, the rows of every Write that
+//     returned before it was called survive a crash of the process.
 type Writer interface {
 	// Start starts the writer's background work and returns; ctx bounds
 	// only the start itself. The background work runs until Stop, so that
@@ -44,6 +47,19 @@ type Writer interface {
 	WritePairs(ctx context.Context, pairs []flow.PairScore) error
 	// WriteCandidates stores candidates (table cc_candidates).
 	WriteCandidates(ctx context.Context, cands []flow.Candidate) error
+	// Sync returns once every row of every Write that returned before Sync
+	// was called is durable: in a file renamed into place (Parquet) or
+	// inserted into ClickHouse or written to the on-disk spill (ClickHouse),
+	// with files and their directories fsynced. It returns ctx.Err() if ctx
+	// ends first (rows stay queued; nothing is dropped), or an error when
+	// the destination cannot take them within the writer's retry policy
+	// (both writers retry without limit until Stop, so in practice: Stop
+	// gave up on them, or rows were dropped). It returns an error before
+	// Start and after Stop. Safe for concurrent use with the Write methods.
+	//
+	// Each Sync ends the writer's current files or blocks early: call it at
+	// checkpoint intervals (minutes), not per batch (docs/storage.md).
+	Sync(ctx context.Context) error
 	// Stop flushes and stops; it is idempotent.
 	Stop() error
 }
