@@ -8,6 +8,7 @@ type metrics struct {
 	rows        *prometheus.CounterVec
 	blocks      *prometheus.CounterVec
 	errors      *prometheus.CounterVec
+	duplicates  prometheus.Counter
 	buffered    prometheus.Gauge
 	spillBytes  prometheus.Gauge
 	spillBlocks prometheus.Gauge
@@ -26,6 +27,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ccflow_sink_errors_total", Help: "Failed sink operations, by table and reason (insert, spill, unspill).", ConstLabels: l,
 		}, []string{"table", "reason"}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ccflow_sink_duplicate_batches_total", Help: "Flow batches not stored again because the sink stored the same batch recently (redelivery).", ConstLabels: l,
+		}),
 		buffered: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ccflow_sink_buffered_rows", Help: "Rows held in memory by the sink, not yet stored.", ConstLabels: l,
 		}),
@@ -40,7 +44,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"table"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.rows, m.blocks, m.errors, m.buffered, m.spillBytes, m.spillBlocks, m.lag)
+		reg.MustRegister(m.rows, m.duplicates, m.blocks, m.errors, m.buffered, m.spillBytes, m.spillBlocks, m.lag)
 	}
 	return m
 }

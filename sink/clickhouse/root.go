@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccflow/ccflow/flow"
+	"github.com/ccflow/ccflow/sink/internal/dedup"
 	"github.com/ccflow/ccflow/sink/internal/durable"
 	"github.com/ccflow/ccflow/sink/table"
 )
@@ -70,6 +71,7 @@ type Writer struct {
 	syncSeq  uint64 // a Sync waits for the queued blocks up to this sequence
 	failing  bool   // the last insert attempt failed
 	lostErr  error  // rows were neither inserted nor spilled at Stop
+	recent   *dedup.Recent
 	stopping bool
 	stopped  bool
 
@@ -109,7 +111,7 @@ func New(cfg Config, deps Deps) (*Writer, error) {
 	return &Writer{
 		cfg: cfg, log: log.With("stage", "sink", "sink", "clickhouse"), m: newMetrics(deps.Registerer),
 		ins: deps.Inserter, instance: hex.EncodeToString(inst[:]),
-		space: make(chan struct{}), bufs: map[string]*Block{}, wake: make(chan struct{}, 1),
+		space: make(chan struct{}), bufs: map[string]*Block{}, recent: dedup.New(dedup.Size), wake: make(chan struct{}, 1),
 		done: make(chan struct{}),
 	}, nil
 }
@@ -141,12 +143,19 @@ func (w *Writer) Start(_ context.Context) error {
 	return nil
 }
 
-// WriteFlows implements sink.Writer.
+// WriteFlows implements sink.Writer. A batch equal to one of the last
+// dedup.Size batches it took (same ID, row count and first start time: a
+// redelivery) is dropped and counted; the server's deduplication token
+// catches a redelivery only when it lands in an identical block.
 func (w *Writer) WriteFlows(ctx context.Context, b flow.Batch) error {
 	if len(b.Flows) == 0 {
 		return nil
 	}
-	return w.write(ctx, table.Flows, len(b.Flows), func(blk *Block) {
+	key, keyed := dedup.KeyOf(b)
+	if !keyed {
+		key = dedupNone
+	}
+	return w.write(ctx, table.Flows, len(b.Flows), key, func(blk *Block) {
 		blk.Flows = append(blk.Flows, b.Flows...)
 		if n := len(blk.FlowIDs); n > 0 && blk.FlowIDs[n-1].ID == b.ID {
 			blk.FlowIDs[n-1].N += len(b.Flows)
@@ -161,7 +170,7 @@ func (w *Writer) WritePairs(ctx context.Context, pairs []flow.PairScore) error {
 	if len(pairs) == 0 {
 		return nil
 	}
-	return w.write(ctx, table.Pairs, len(pairs), func(blk *Block) { blk.Pairs = append(blk.Pairs, pairs...) })
+	return w.write(ctx, table.Pairs, len(pairs), dedupNone, func(blk *Block) { blk.Pairs = append(blk.Pairs, pairs...) })
 }
 
 // WriteCandidates implements sink.Writer.
@@ -169,7 +178,7 @@ func (w *Writer) WriteCandidates(ctx context.Context, cands []flow.Candidate) er
 	if len(cands) == 0 {
 		return nil
 	}
-	return w.write(ctx, table.Candidates, len(cands), func(blk *Block) {
+	return w.write(ctx, table.Candidates, len(cands), dedupNone, func(blk *Block) {
 		for _, c := range cands {
 			c.Intel = append([]string(nil), c.Intel...)
 			blk.Candidates = append(blk.Candidates, c)
@@ -177,7 +186,12 @@ func (w *Writer) WriteCandidates(ctx context.Context, cands []flow.Candidate) er
 	})
 }
 
-func (w *Writer) write(ctx context.Context, tbl string, n int, add func(*Block)) error {
+// dedupNone is the key of writes that are not deduplicated.
+var dedupNone dedup.Key
+
+// write adds n rows of tbl with add, unless key (not dedupNone) was
+// written recently.
+func (w *Writer) write(ctx context.Context, tbl string, n int, key dedup.Key, add func(*Block)) error {
 	w.mu.Lock()
 	for {
 		if w.stopping {
@@ -196,6 +210,14 @@ func (w *Writer) write(ctx context.Context, tbl string, n int, add func(*Block))
 			return ctx.Err()
 		}
 		w.mu.Lock()
+	}
+	if key != dedupNone {
+		if w.recent.Contains(key) {
+			w.mu.Unlock()
+			w.m.duplicates.Inc()
+			return nil
+		}
+		w.recent.Add(key)
 	}
 	blk := w.bufs[tbl]
 	if blk == nil {

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/ccflow/ccflow/flow"
 	"github.com/ccflow/ccflow/sink/sinktest"
 	"github.com/ccflow/ccflow/sink/table"
@@ -385,5 +388,57 @@ func TestSyncBeforeStartAndAfterStop(t *testing.T) {
 	}
 	if err := w.Sync(context.Background()); !errors.Is(err, ErrStopped) {
 		t.Errorf("Sync after Stop = %v, want ErrStopped", err)
+	}
+}
+
+// TestRedeliveryDropped: batches written again in another grouping (the
+// server's token would not match) are dropped by the writer and counted.
+func TestRedeliveryDropped(t *testing.T) {
+	ins := newMemInserter()
+	reg := prometheus.NewRegistry()
+	w := startWriter(t, syncConfig(t), ins, reg)
+	ctx := context.Background()
+	batches := sinktest.Flows(0, 3000, 300, time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))
+	for _, b := range batches {
+		if err := w.WriteFlows(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Redelivered from the middle on, so the blocks group them otherwise.
+	for _, b := range batches[5:] {
+		if err := w.WriteFlows(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A batch without an ID is never dropped.
+	anon := sinktest.Flows(9, 10, 10, time.Now())[0]
+	anon.ID = flow.BatchID{}
+	for range 2 {
+		if err := w.WriteFlows(ctx, anon); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := ins.flowKeys()
+	for _, k := range keysOf(batches...) {
+		if got[k] != 1 {
+			t.Fatalf("flow %d stored %d times, want once", k.n, got[k])
+		}
+	}
+	for _, k := range keysOf(anon) {
+		if got[k] != 2 {
+			t.Fatalf("flow %d of a batch without ID stored %d times, want twice", k.n, got[k])
+		}
+	}
+	if n := testutil.ToFloat64(w.m.duplicates); n != 5 {
+		t.Errorf("ccflow_sink_duplicate_batches_total = %v, want 5", n)
+	}
+	if _, err := testutil.GatherAndLint(reg); err != nil {
+		t.Errorf("metrics lint: %v", err)
 	}
 }

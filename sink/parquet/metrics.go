@@ -5,12 +5,13 @@ import "github.com/prometheus/client_golang/prometheus"
 // metrics are the sink's Prometheus metrics; labels are bounded (table,
 // fixed reason).
 type metrics struct {
-	rows     *prometheus.CounterVec
-	files    *prometheus.CounterVec
-	errors   *prometheus.CounterVec
-	buffered prometheus.Gauge
-	pending  prometheus.Gauge
-	lag      *prometheus.GaugeVec
+	rows       *prometheus.CounterVec
+	files      *prometheus.CounterVec
+	errors     *prometheus.CounterVec
+	duplicates prometheus.Counter
+	buffered   prometheus.Gauge
+	pending    prometheus.Gauge
+	lag        *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -25,6 +26,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ccflow_sink_errors_total", Help: "Failed sink operations, by table and reason.", ConstLabels: l,
 		}, []string{"table", "reason"}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ccflow_sink_duplicate_batches_total", Help: "Flow batches not stored again because the sink stored the same batch recently (redelivery).", ConstLabels: l,
+		}),
 		buffered: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ccflow_sink_buffered_rows", Help: "Rows held in memory by the sink, not yet stored.", ConstLabels: l,
 		}),
@@ -36,7 +40,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"table"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.rows, m.files, m.errors, m.buffered, m.pending, m.lag)
+		reg.MustRegister(m.rows, m.duplicates, m.files, m.errors, m.buffered, m.pending, m.lag)
 	}
 	return m
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ccflow/ccflow/flow"
 	"github.com/ccflow/ccflow/flow/flowarrow"
+	"github.com/ccflow/ccflow/sink/internal/dedup"
 	"github.com/ccflow/ccflow/sink/internal/durable"
 	"github.com/ccflow/ccflow/sink/table"
 )
@@ -73,6 +74,7 @@ type Writer struct {
 	seq       uint64 // sequence of the last closed file
 	storedSeq uint64 // sequence of the last file stored (files are stored in order)
 	dropErr   error  // set for good once rows were dropped (see Sync)
+	recent    *dedup.Recent
 	stopping  bool
 	stopped   bool // the disk goroutine has ended
 
@@ -148,6 +150,7 @@ func New(cfg Config, deps Deps) (*Writer, error) {
 		instance: hex.EncodeToString(inst[:]),
 		schemas:  schemas,
 		open:     map[partKey]*openFile{},
+		recent:   dedup.New(dedup.Size),
 		space:    make(chan struct{}),
 		wake:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
@@ -168,7 +171,9 @@ func (w *Writer) Start(_ context.Context) error {
 	return nil
 }
 
-// WriteFlows implements sink.Writer.
+// WriteFlows implements sink.Writer. A batch equal to one of the last
+// dedup.Size batches it stored (same ID, row count and first start time: a
+// redelivery) is dropped and counted.
 func (w *Writer) WriteFlows(ctx context.Context, b flow.Batch) error {
 	if len(b.Flows) == 0 {
 		return nil
@@ -177,6 +182,11 @@ func (w *Writer) WriteFlows(ctx context.Context, b flow.Batch) error {
 		return err
 	}
 	defer w.mu.Unlock()
+	key, keyed := dedup.KeyOf(b)
+	if keyed && w.recent.Contains(key) {
+		w.m.duplicates.Inc()
+		return nil
+	}
 	var of *openFile
 	day := int64(-1 << 62)
 	for i := range b.Flows {
@@ -199,6 +209,9 @@ func (w *Writer) WriteFlows(ctx context.Context, b flow.Batch) error {
 				of = nil
 			}
 		}
+	}
+	if keyed {
+		w.recent.Add(key)
 	}
 	w.m.buffered.Set(float64(w.memRows))
 	return nil
@@ -322,6 +335,8 @@ func (w *Writer) droppedLocked(err error) {
 	if w.dropErr == nil {
 		w.dropErr = fmt.Errorf("parquet sink dropped rows: %w", err)
 	}
+	// The dropped batches must be accepted when they come again.
+	w.recent.Reset()
 }
 
 // closeLocked finishes of and queues it for the disk.

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/apache/arrow/go/v15/parquet/file"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ccflow/ccflow/flow"
 	"github.com/ccflow/ccflow/sink/sinktest"
@@ -379,4 +381,78 @@ func dirBytes(t *testing.T, dir string) int64 {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestRedeliveryDropped: a batch written again (the bus redelivers after a
+// rebalance) is not stored twice; the halves of a batch that ReadFlows
+// returns split at midnight (same ID) are both stored when written again.
+func TestRedeliveryDropped(t *testing.T) {
+	dir := t.TempDir()
+	reg := prometheus.NewRegistry()
+	w := start(t, testConfig(dir), reg)
+	ctx := context.Background()
+	t0 := time.Date(2026, 3, 1, 23, 55, 0, 0, time.UTC) // batch 1 crosses midnight
+	batches := sinktest.Flows(0, 1000, 250, t0)
+	// A late batch from another producer, after batch 1, for the first
+	// day: it separates the halves of batch 1 in the files.
+	late := sinktest.Flows(1, 100, 100, t0)
+	batches = append(batches[:2:2], append(late, batches[2:]...)...)
+	for _, b := range batches {
+		if err := w.WriteFlows(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Redelivery of two batches, one of them after its file is on disk.
+	for _, b := range []flow.Batch{batches[1], batches[4]} {
+		if err := w.WriteFlows(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A copy of a batch (say, one that another path rebuilt) is recognised
+	// by content, not by identity.
+	cp := flow.Batch{ID: batches[3].ID, Flows: append([]flow.Pseudo(nil), batches[3].Flows...)}
+	if err := w.WriteFlows(ctx, cp); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := onDisk(t, dir)
+	for _, k := range keysOf(batches) {
+		if got[k] != 1 {
+			t.Fatalf("flow %d stored %d times, want once", k.n, got[k])
+		}
+	}
+	if n := testutil.ToFloat64(w.m.duplicates); n != 3 {
+		t.Errorf("ccflow_sink_duplicate_batches_total = %v, want 3", n)
+	}
+
+	// Replay the files into a second sink: the batch split at midnight comes
+	// back as two batches with one ID, and both halves are stored.
+	var back []flow.Batch
+	if err := ReadFlows(ctx, dir, func(b flow.Batch) error { back = append(back, b); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(back) != len(batches)+1 {
+		t.Fatalf("%d batches read back, want %d (one split at midnight)", len(back), len(batches)+1)
+	}
+	dir2 := t.TempDir()
+	w2 := start(t, testConfig(dir2), nil)
+	for _, b := range back {
+		if err := w2.WriteFlows(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w2.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := onDisk(t, dir2); len(got) != 1100 {
+		t.Errorf("%d rows stored from the replayed files, want 1100", len(got))
+	}
+	if n := testutil.ToFloat64(w2.m.duplicates); n != 0 {
+		t.Errorf("replay: ccflow_sink_duplicate_batches_total = %v, want 0", n)
+	}
 }
