@@ -167,6 +167,9 @@ func (d *Decoder) Decode(dst []flow.Pseudo, payload []byte) (out []flow.Pseudo, 
 		}
 	}()
 	if bytes.HasPrefix(payload, zstdMagic) {
+		if err := checkZstdFrame(payload, d.limit, d.limit); err != nil {
+			return dst, id, fmt.Errorf("decompress zstd frame: %w", err)
+		}
 		raw, err := d.zdec.DecodeAll(payload, nil)
 		if err != nil {
 			return dst, id, fmt.Errorf("decompress zstd frame: %w", err)
@@ -178,6 +181,11 @@ func (d *Decoder) Decode(dst []flow.Pseudo, payload []byte) (out []flow.Pseudo, 
 	// schema message must be the one this package writes, byte for byte.
 	if !bytes.HasPrefix(payload, schemaMessage()) {
 		return dst, id, ErrSchemaMismatch
+	}
+	// Arrow's reader allocates what the stream's lengths claim (metadata
+	// lengths even outside the allocator): check them all first.
+	if err := checkStream(payload[len(schemaMessage()):], d.limit, int64(unsafe.Sizeof(flow.Pseudo{})), numColumns); err != nil {
+		return dst, id, err
 	}
 	mem := &limitAllocator{limit: d.limit}
 	r, err := ipc.NewReader(bytes.NewReader(payload), ipc.WithAllocator(mem))

@@ -2,11 +2,13 @@ package flowarrow
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -232,8 +234,47 @@ func TestDecodeRejects(t *testing.T) {
 	}
 }
 
+// TestDecodeHostileLengths feeds streams whose lengths claim far more
+// than the stream holds: each must fail fast, allocating next to nothing
+// (a metadata length of 2 GiB once made Arrow's reader allocate it, and
+// the fuzzer's workers died).
+func TestDecodeHostileLengths(t *testing.T) {
+	schemaMsg := schemaMessage()
+	le32 := func(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	zstdHeader := func(fcs uint64) []byte {
+		// Magic, FHD: 8-byte content size, single segment.
+		return binary.LittleEndian.AppendUint64([]byte{0x28, 0xb5, 0x2f, 0xfd, 0xe0}, fcs)
+	}
+	tests := []struct {
+		name    string
+		payload []byte
+	}{
+		{"huge metadata length", cat(schemaMsg, le32(0xFFFFFFFF), le32(0x7FFFFFF0), make([]byte, 64))},
+		{"negative metadata length", cat(schemaMsg, le32(0xFFFFFFFF), le32(0x80000010), make([]byte, 64))},
+		{"legacy length prefix", cat(schemaMsg, le32(0x7FFFFFF0), make([]byte, 64))},
+		{"zstd frame claiming 1 TiB", zstdHeader(1 << 40)},
+		{"zstd frame claiming 2^63", zstdHeader(1 << 63)},
+	}
+	d := NewDecoder(1 << 20)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, _, err := d.Decode(nil, tt.payload)
+			runtime.ReadMemStats(&after)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if a := after.TotalAlloc - before.TotalAlloc; a > 1<<20 {
+				t.Errorf("allocated %d bytes for a %d-byte payload (%v)", a, len(tt.payload), err)
+			}
+		})
+	}
+}
+
 func FuzzDecode(f *testing.F) {
-	for _, c := range []Compression{CompressionNone, CompressionFrameZstd} {
+	for _, c := range []Compression{CompressionNone, CompressionFrameZstd, CompressionBufferZstd, CompressionBufferLZ4} {
 		payload, err := NewEncoder(c).Encode(nil, flow.BatchID{1}, testFlows(6, 20))
 		if err != nil {
 			f.Fatal(err)
