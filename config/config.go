@@ -683,3 +683,12 @@ func (l *Loader) Attribute(err error) error {
 	}
 	return errors.Join(out...)
 }
+
+// SetOrigin records where key was set, for values applied outside Load
+// (for example a repeatable flag that fills a list).
+func (l *Loader) SetOrigin(key, origin string) {
+	if l.origins == nil {
+		l.origins = map[string]string{}
+	}
+	l.origins[key] = origin
+}

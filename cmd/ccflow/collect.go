@@ -2,40 +2,48 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"log/slog"
-	"sync/atomic"
+	"io"
 
 	"github.com/spf13/cobra"
 
+	"github.com/ccflow/ccflow/bus"
 	"github.com/ccflow/ccflow/collector"
-	"github.com/ccflow/ccflow/flow"
+	"github.com/ccflow/ccflow/config"
+	"github.com/ccflow/ccflow/ingest"
 	"github.com/ccflow/ccflow/privacy"
 )
 
 func newCollectCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "collect",
-		Short: "Receive and decode NetFlow v5/v9, IPFIX and sFlow v5",
-		Long: `collect listens for NetFlow v5/v9 (collector.netflow.addr), IPFIX
-(collector.ipfix.addr) and sFlow v5 (collector.sflow.addr), decodes every
-datagram and serves Prometheus metrics on metrics.addr (/metrics, /healthz,
-/readyz, ready once the sockets are bound). It stops on SIGINT or SIGTERM.
+		Short: "Receive NetFlow/IPFIX/sFlow, pseudonymize and publish flows to Kafka",
+		Long: `collect is the collector half of a split deployment. It listens for NetFlow
+v5/v9 (collector.netflow.addr), IPFIX (collector.ipfix.addr) and sFlow v5
+(collector.sflow.addr), decodes every datagram, replaces subscriber addresses
+with keyed pseudonyms (privacy.*), enriches the remote side (enrich.*) and
+publishes Arrow batches to Kafka (bus.kafka.*), keyed by remote endpoint so
+that each ccflow detect instance owns whole endpoints. When Kafka is
+unreachable, batches go to a bounded on-disk spool that drains on recovery.
 
-Decoded flows stay in memory: until the privacy stage is wired in they are
-only counted, and nothing prints or writes their addresses.`,
+Raw subscriber addresses never leave this process. Metrics are served on
+metrics.addr (/metrics, /healthz, /readyz). SIGTERM stops the listeners,
+flushes the batcher and drains or spools what is in flight; SIGHUP reloads
+the enrichment sources. For one process without Kafka, use ccflow run.`,
 		Example: `  ccflow collect --config /etc/ccflow/ccflow.yaml
-  ccflow collect --netflow-addr 127.0.0.1:2055 --ipfix-addr "" --sflow-addr "" --metrics-addr 127.0.0.1:9465`,
+  ccflow collect --subscribers 192.0.2.0/24,2001:db8::/32 --keys /var/lib/ccflow/keys \
+      --kafka-brokers 127.0.0.1:9092 --netflow-addr :2055`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, done, err := loadConfig(cmd)
+			cfg, l, done, err := loadConfigOrigins(cmd)
 			if err != nil || done {
 				return err
 			}
-			// The privacy stage's redactor is the log backstop (P1); not
-			// yet bound to subscriber prefixes, it redacts every address.
-			log := newLogger(cmd.ErrOrStderr(), cfg.Log, privacy.NewRedactor().ReplaceAttr)
-			return runCollect(cmd.Context(), cfg, log, &countingHandler{})
+			if l.IsSet("bus.kind") && cfg.Bus.Kind != "kafka" {
+				return l.Attribute(&config.FieldError{Key: "bus.kind", Msg: "ccflow collect publishes to Kafka: bus.kind must be kafka (use ccflow run for one process without Kafka)"})
+			}
+			return l.Attribute(runCollect(cmd.Context(), cfg, cmd.ErrOrStderr()))
 		},
 	}
 	fs := cmd.Flags()
@@ -43,56 +51,75 @@ only counted, and nothing prints or writes their addresses.`,
 	bindFlag(fs, "netflow-addr", "collector.netflow.addr", "listen for NetFlow v5/v9 on UDP `HOST:PORT` (empty: off)")
 	bindFlag(fs, "ipfix-addr", "collector.ipfix.addr", "listen for IPFIX on UDP `HOST:PORT` (empty: off)")
 	bindFlag(fs, "sflow-addr", "collector.sflow.addr", "listen for sFlow v5 on UDP `HOST:PORT` (empty: off)")
+	bindFlag(fs, "kafka-brokers", "bus.kafka.brokers", "Kafka bootstrap brokers `HOST:PORT[,HOST:PORT...]`")
+	bindFlag(fs, "topic", "bus.kafka.topic", "Kafka `TOPIC` for flow batches")
+	addPrivacyFlags(fs)
+	addEnrichFlags(fs)
 	return cmd
 }
 
-// runCollect runs the collector, handing decoded flows to h, with the
-// operations server, until ctx is canceled. /readyz turns ready once every
-// listener is bound.
-func runCollect(ctx context.Context, cfg Config, log *slog.Logger, h collector.Handler) error {
+// runCollect runs collector → privacy → enrichment → batcher → Kafka until
+// ctx is canceled.
+func runCollect(ctx context.Context, cfg Config, stderr io.Writer) (err error) {
+	log, red := newRedactingLogger(stderr, cfg)
+	lc := &lifecycle{log: log}
+	defer func() { err = errors.Join(err, lc.stopAll()) }()
+
 	o, err := newOps(cfg.Metrics.Addr, log)
 	if err != nil {
 		return err
 	}
+	lc.add("metrics server", func() error { o.Stop(); return nil })
+
+	// The privacy stage binds the log redactor to the subscriber prefixes;
+	// until then it redacts every address, so nothing is logged before.
+	priv, err := privacy.New(cfg.Privacy, privacy.Deps{Logger: log, Registerer: o.reg, Redactor: red})
+	if err != nil {
+		return privacyKeyError(err)
+	}
+	if err := priv.Start(ctx); err != nil {
+		return privacyKeyError(err)
+	}
+	lc.add("privacy", priv.Stop)
 	o.Start()
-	defer o.Stop()
-	c, err := collector.New(cfg.Collector, collector.Deps{Logger: log, Registerer: o.reg, Handler: h})
+	enr, err := startEnricher(ctx, cfg, log, o, lc)
 	if err != nil {
 		return err
 	}
-	if err := c.Start(ctx); err != nil {
+
+	bdeps := bus.Deps{Logger: log, Registerer: o.reg}
+	prod, err := bus.NewKafkaProducer(cfg.Bus.Kafka, bdeps)
+	if err != nil {
+		return keyedError(err)
+	}
+	if err := prod.Start(ctx); err != nil {
+		return keyedError(err)
+	}
+	lc.add("kafka producer", prod.Stop)
+	batcher, err := bus.NewBatcher(cfg.Bus.Batch, prod, bdeps)
+	if err != nil {
+		return keyedError(err)
+	}
+	if err := batcher.Start(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
+	lc.add("batcher", batcher.Stop)
+
+	h := ingest.New(context.WithoutCancel(ctx), ingest.Deps{Privacy: priv, Enricher: enr, Output: batcher, Logger: log, Registerer: o.reg})
+	coll, err := collector.New(cfg.Collector, collector.Deps{Logger: log, Registerer: o.reg, Handler: h})
+	if err != nil {
+		return keyedError(err)
+	}
+	if err := coll.Start(ctx); err != nil {
+		return err
+	}
+	lc.add("collector", coll.Stop)
+	onReload(ctx, log, reloader(cfg, enr, nil))
+
 	o.ready.Store(true)
+	log.Info("collecting", "addrs", fmt.Sprint(coll.Addrs()), "kafka", fmt.Sprint(cfg.Bus.Kafka.Brokers), "topic", cfg.Bus.Kafka.Topic)
 	<-ctx.Done()
 	o.ready.Store(false)
-	log.Info("stopping collector")
-	if err := c.Stop(); err != nil {
-		return fmt.Errorf("stop collector: %w", err)
-	}
-	if ch, ok := h.(*countingHandler); ok {
-		log.Info("collector stopped", "flows", ch.flows.Load(), "packets", ch.packets.Load(), "bytes", ch.bytes.Load())
-	}
+	log.Info("stopping: closing listeners, flushing batches")
 	return nil
-}
-
-// countingHandler is the in-memory consumer of `ccflow collect` until the
-// privacy stage is wired in: it counts flows, packets and bytes and keeps
-// nothing else.
-type countingHandler struct {
-	flows, packets, bytes atomic.Uint64
-}
-
-var _ collector.Handler = (*countingHandler)(nil)
-
-// HandleFlows counts recs.
-func (h *countingHandler) HandleFlows(_ int, recs []flow.Record) {
-	var p, b uint64
-	for i := range recs {
-		p += recs[i].Packets
-		b += recs[i].Bytes
-	}
-	h.flows.Add(uint64(len(recs)))
-	h.packets.Add(p)
-	h.bytes.Add(b)
 }

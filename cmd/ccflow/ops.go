@@ -19,12 +19,13 @@ import (
 
 // ops is the operations HTTP server: /metrics, /healthz and /readyz.
 type ops struct {
-	reg   *prometheus.Registry
-	ready atomic.Bool
-	srv   *http.Server
-	ln    net.Listener
-	log   *slog.Logger
-	done  chan struct{}
+	reg     *prometheus.Registry
+	ready   atomic.Bool
+	srv     *http.Server
+	ln      net.Listener
+	log     *slog.Logger
+	done    chan struct{}
+	started atomic.Bool
 }
 
 // newOps creates the registry (with Go and process collectors) and, when
@@ -70,6 +71,7 @@ func (o *ops) Start() {
 	if o.srv == nil {
 		return
 	}
+	o.started.Store(true)
 	o.log.Info("serving metrics", "addr", o.Addr())
 	go func() {
 		defer close(o.done)
@@ -82,6 +84,10 @@ func (o *ops) Start() {
 // Stop shuts the server down.
 func (o *ops) Stop() {
 	if o.srv == nil {
+		return
+	}
+	if !o.started.Load() {
+		_ = o.ln.Close()
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

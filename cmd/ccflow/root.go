@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/ccflow/ccflow/analysis"
 	"github.com/ccflow/ccflow/bus"
 	"github.com/ccflow/ccflow/collector"
 	"github.com/ccflow/ccflow/config"
@@ -30,6 +31,7 @@ type Config struct {
 	Enrich    enrich.Config    `yaml:"enrich" doc:"Remote-side enrichment: ASN, country, threat intel, names."`
 	Bus       bus.Config       `yaml:"bus" doc:"Transport between collector and detector."`
 	Detect    detect.Config    `yaml:"detect" doc:"Streaming C&C detector."`
+	Analysis  analysis.Config  `yaml:"analysis" doc:"Detector side of the pipeline: checkpoints, offsets, candidate output."`
 	Sink      sink.Config      `yaml:"sink" doc:"Storage of flows, pair scores and candidates."`
 }
 
@@ -54,6 +56,7 @@ func DefaultConfig() Config {
 		Enrich:    enrich.DefaultConfig(),
 		Bus:       bus.DefaultConfig(),
 		Detect:    detect.DefaultConfig(),
+		Analysis:  analysis.DefaultConfig(),
 		Sink:      sink.DefaultConfig(),
 	}
 }
@@ -68,6 +71,7 @@ func (c *Config) Validate() error {
 		config.Prefix("enrich", c.Enrich.Validate()),
 		config.Prefix("bus", c.Bus.Validate()),
 		config.Prefix("detect", c.Detect.Validate()),
+		config.Prefix("analysis", c.Analysis.Validate()),
 		config.Prefix("sink", c.Sink.Validate()),
 	)
 }
@@ -99,9 +103,19 @@ func bindFlag(fs *pflag.FlagSet, name, key, usage string) {
 // flags bound with bindFlag. It handles --check and --dump: when either is
 // set it prints and returns done=true.
 func loadConfig(cmd *cobra.Command) (cfg Config, done bool, err error) {
+	cfg, _, done, err = loadConfigOrigins(cmd)
+	return cfg, done, err
+}
+
+// loadConfigOrigins is loadConfig that also returns the loader, whose
+// Attribute method names the file, line and key of start-up errors (a port
+// in use, a missing key directory). Besides the bound flags it applies the
+// repeatable --intel flag (when the command has it) and lets
+// --clickhouse-dsn select the ClickHouse sink unless sink.kind is set.
+func loadConfigOrigins(cmd *cobra.Command) (cfg Config, l *config.Loader, done bool, err error) {
 	cfg = DefaultConfig()
 	file, _ := cmd.Flags().GetString("config")
-	l := config.Loader{File: file, Env: os.Environ(), EnvPrefix: envPrefix, EnvIgnore: []string{"CCFLOW_TEST_"}}
+	l = &config.Loader{File: file, Env: os.Environ(), EnvPrefix: envPrefix, EnvIgnore: []string{"CCFLOW_TEST_"}}
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
 		keys := f.Annotations[keyAnnotation]
 		if len(keys) == 0 || !f.Changed {
@@ -109,12 +123,24 @@ func loadConfig(cmd *cobra.Command) (cfg Config, done bool, err error) {
 		}
 		l.Overrides = append(l.Overrides, config.Override{Key: keys[0], Value: f.Value.String(), Origin: "flag --" + f.Name})
 	})
-	if err := l.Load(&cfg, cfg.Validate); err != nil {
-		return cfg, false, fmt.Errorf("invalid configuration:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+	validate := func() error {
+		if f := cmd.Flags().Lookup("intel"); f != nil && f.Changed {
+			l.SetOrigin("enrich.intel", "flag --intel")
+		}
+		if err := applyEnrichFlags(cmd.Flags(), &cfg); err != nil {
+			return err
+		}
+		if cfg.Sink.ClickHouse.DSN != "" && !l.IsSet("sink.kind") {
+			cfg.Sink.Kind = "clickhouse"
+		}
+		return cfg.Validate()
+	}
+	if err := l.Load(&cfg, validate); err != nil {
+		return cfg, l, false, fmt.Errorf("invalid configuration:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
 	}
 	if dump, _ := cmd.Flags().GetBool("dump"); dump {
 		_, err := cmd.OutOrStdout().Write(config.Dump(&cfg, false))
-		return cfg, true, err
+		return cfg, l, true, err
 	}
 	if check, _ := cmd.Flags().GetBool("check"); check {
 		src := "defaults"
@@ -122,9 +148,9 @@ func loadConfig(cmd *cobra.Command) (cfg Config, done bool, err error) {
 			src = file
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "configuration OK (%s)\n", src)
-		return cfg, true, nil
+		return cfg, l, true, nil
 	}
-	return cfg, false, nil
+	return cfg, l, false, nil
 }
 
 // newLogger builds the structured logger from the configuration. replace,
