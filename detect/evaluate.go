@@ -92,8 +92,7 @@ type epEval struct {
 // connection count scales it down when evidence is thin, and coverage when
 // the connections span less than half of the data in the window (bursts).
 func beaconScore(tm timing, size, count, coverage float64) float64 {
-	timing := 0.1*tm.Skew + 0.3*tm.MADM + 0.6*tm.Period
-	return clamp01(count * timing * (0.75 + 0.25*size) * min(1, 2*coverage))
+	return clamp01(count * tm.value() * (0.75 + 0.25*size) * min(1, 2*coverage))
 }
 
 // fanInScore turns a weighted count b of subscribers beaconing with the
@@ -158,10 +157,6 @@ func gapsOf(starts []uint32, dst []float64) []float64 {
 	}
 	return dst
 }
-
-// maxBeats bounds k in the period search: a few beats for unsampled data,
-// more under sampling, where the smallest observed gaps span several.
-func maxBeats(rate uint16) int { return min(64, 6+2*int(max(1, rate))) }
 
 func (d *Detector) tol() float64 { return d.cfg.PeriodTolerance }
 
@@ -251,23 +246,22 @@ func (d *Detector) evaluate(we int64) {
 	for i := range ev.eps {
 		e := &ev.eps[i]
 		ep := &d.eps[e.ei]
-		pop := 0.0
-		if ep.hasBase {
-			pop = d.popularityScore(float64(ep.baseline), active)
+		// Popularity baseline: it rises at once to the window's fan-in
+		// and decays slowly (half-life popularity_half_life) while fewer
+		// subscribers come, so that a service is popular from the first
+		// window that sees its audience (the first windows of a stream
+		// see only part of it) and stays popular through quiet days.
+		if !ep.hasBase || float32(e.subs) >= ep.baseline {
+			ep.baseline, ep.hasBase = float32(e.subs), true
 		} else {
-			pop = d.popularityScore(float64(e.subs), active)
+			a := math.Pow(0.5, cfg.Hop.Seconds()/cfg.PopularityHalfLife.Seconds())
+			ep.baseline = float32(float64(ep.baseline)*a + float64(e.subs)*(1-a))
 		}
+		pop := d.popularityScore(float64(ep.baseline), active)
 		if e.hi > e.lo {
 			if c, ok := d.scoreEndpoint(e, pop, span, minP, maxP, tol, &res); ok {
 				res.Candidates = append(res.Candidates, c)
 			}
-		}
-		// Popularity baseline: a slowly decaying average of fan-in.
-		a := math.Pow(0.5, cfg.Hop.Seconds()/cfg.PopularityHalfLife.Seconds())
-		if ep.hasBase {
-			ep.baseline = float32(float64(ep.baseline)*a + float64(e.subs)*(1-a))
-		} else {
-			ep.baseline, ep.hasBase = float32(e.subs), true
 		}
 	}
 	slices.SortStableFunc(res.Candidates, func(a, b flow.Candidate) int {
@@ -375,7 +369,7 @@ func (d *Detector) scorePair(p *pair, starts []uint32, span, minP, maxP, tol flo
 	ev := &d.ev
 	ev.gaps = gapsOf(starts, ev.gaps)
 	el := eligible{conns: len(starts)}
-	el.fit = fitPeriod(ev.gaps, minP, maxP, tol, maxBeats(p.rate), &ev.fs)
+	el.fit = fitPeriod(ev.gaps, minP, maxP, tol, p.rate, &ev.fs)
 	el.tm = scoreTiming(ev.gaps, el.fit, tol, p.rate, &ev.fs)
 	el.size = sizeScore(ev.sizes, &ev.fs)
 	el.count = countScore(countGaps(p, len(ev.gaps)), d.cfg.MinConnections-1, d.fullGaps(p.rate))
@@ -438,7 +432,7 @@ func (d *Detector) scoreEndpoint(e *epEval, pop, span, minP, maxP, tol float64, 
 			covMax = max(covMax, E[i].coverage)
 			conns += int64(d.ps.at(E[i].pi).flows)
 		}
-		pfit := fitPeriod(ev.pooled, minP, maxP, tol, maxBeats(e.rate), &ev.fs)
+		pfit := fitPeriod(ev.pooled, minP, maxP, tol, e.rate, &ev.fs)
 		ptm := scoreTiming(ev.pooled, pfit, tol, e.rate, &ev.fs)
 		psize := sizeScore(ev.pooledSizes, &ev.fs)
 		pcount := countScore(countedGaps, cfg.MinConnections-1, d.fullGaps(e.rate))

@@ -21,6 +21,10 @@ type periodFit struct {
 	// MeanBeats is the mean k over the gaps (1 for an unsampled, unbroken
 	// beacon; about N under 1:N sampling).
 	MeanBeats float64
+	// Comb is the candidate period with the best support. It is Period or
+	// shorter: a divisor of it, or a finer comb that a beacon with several
+	// intervals fits better (9 s and 14 s alternating fit 23/5 s).
+	Comb float64
 }
 
 // fitScratch holds reusable buffers for the period search.
@@ -33,17 +37,28 @@ type fitScratch struct {
 
 // fitPeriod estimates the period of gaps (seconds, any order, all > 0).
 //
-// Candidates are robust "rate" estimates (median and central mean of the
-// gaps) and the low quantiles of the gaps divided by k = 1..maxK. A
-// candidate's support is the number of gaps g with |g/P - k| <= tol for
-// k = max(1, round(g/P)). Among the candidates whose support is within
-// 15% of the gaps of the best, the largest period wins: every divisor of
-// the true period explains the gaps as well, so a shorter period must
-// explain clearly more gaps to be preferred (half-period artefacts, such as
-// a retry midway through some intervals, do not). The winner is then
-// refined to the interquartile mean of the per-gap estimates g/k. Periods
-// outside [minP, maxP] are not considered.
-func fitPeriod(gaps []float64, minP, maxP, tol float64, maxK int, s *fitScratch) periodFit {
+// Every gap g is read as k = max(1, round(g/P)) beats plus a phase residual
+// r = g/P - k; it supports P when |r| <= tol. Gaps do not weigh the same:
+// a gap of k beats counts 1/k. A gap of one or two beats tests the period
+// precisely, while one spanning many beats (a missed beat, and under 1:N
+// sampling about N of them) has accumulated the jitter of all of them and
+// fits a wrong period about half the time by chance; the weights keep such
+// gaps from outvoting the few short ones. The support of P is the weight
+// of the gaps it explains over the weight of all gaps.
+//
+// Candidate periods are the smallest distinct gaps and a few quantiles of
+// the gaps divided by k = 1..maxK, and the median and central mean of the
+// gaps (rate estimates). A period that would make the median gap span
+// more than 4N beats under 1:N sampling (unsampled: more than 4, three
+// missed beats in four) is not considered: it fits about half of any gaps
+// by chance, since their residuals are then anything. Among the candidates whose support is within
+// 0.15 of the best, the largest period wins: every divisor of the true
+// period explains the gaps as well, so a shorter one must explain clearly
+// more to be preferred (half-period artefacts, such as a retry midway
+// through some intervals, do not). The winner is then refined to the
+// interquartile mean of the per-gap estimates g/k. Periods outside [minP,
+// maxP] are not considered.
+func fitPeriod(gaps []float64, minP, maxP, tol float64, rate uint16, s *fitScratch) periodFit {
 	n := len(gaps)
 	if n == 0 {
 		return periodFit{}
@@ -51,34 +66,67 @@ func fitPeriod(gaps []float64, minP, maxP, tol float64, maxK int, s *fitScratch)
 	s.sorted = append(s.sorted[:0], gaps...)
 	slices.Sort(s.sorted)
 	q := func(p float64) float64 { return quantileSorted(s.sorted, p) }
+	maxK := maxBeats(rate)
+	minP = max(minP, q(0.5)/(maxMedianBeats*float64(max(1, rate))))
 	s.cands = s.cands[:0]
 	s.cands = append(s.cands, q(0.5), centralMean(s.sorted))
-	for _, base := range []float64{q(0), q(0.05), q(0.1), q(0.25), q(0.5)} {
+	addBase := func(b float64) {
 		for k := 1; k <= maxK; k++ {
-			s.cands = append(s.cands, base/float64(k))
+			c := b / float64(k)
+			if c < minP {
+				break
+			}
+			if c <= maxP {
+				s.cands = append(s.cands, c)
+			}
 		}
 	}
-	slack := max(1, int(0.15*float64(n)))
-	best, bestP := -1, 0.0
-	// First pass: the best support.
-	for _, p := range s.cands {
-		if p < minP || p > maxP {
+	// The smallest distinct gaps (more than the tolerance apart), then
+	// quantiles.
+	last := 0.0
+	for i, picked := 0, 0; i < n && picked < smallBases; i++ {
+		if g := s.sorted[i]; g > last*(1+tol) {
+			addBase(g)
+			last = g
+			picked++
+		}
+	}
+	for _, p := range []float64{0.1, 0.25, 0.5} {
+		addBase(q(p))
+	}
+	slices.Sort(s.cands)
+	// Drop near-duplicates (within 0.2%).
+	w := 0
+	for _, c := range s.cands {
+		if c < minP || c > maxP || (w > 0 && c < s.cands[w-1]*1.002) {
 			continue
 		}
-		if c := support(s.sorted, p, tol); c > best {
-			best = c
-		}
+		s.cands[w] = c
+		w++
+	}
+	s.cands = s.cands[:w]
+	if w == 0 {
+		return periodFit{}
+	}
+	// First pass: the best support; second: the largest period near it.
+	s.resid = s.resid[:0] // supports, by candidate
+	best := 0.0
+	for _, c := range s.cands {
+		sp := weightedSupport(s.sorted, c, tol)
+		s.resid = append(s.resid, sp)
+		best = max(best, sp)
 	}
 	if best <= 0 {
 		return periodFit{}
 	}
-	// Second pass: the largest period with near-best support.
-	for _, p := range s.cands {
-		if p < minP || p > maxP || p <= bestP {
-			continue
+	slack := max(0.15, 1/float64(n))
+	bestP, comb := 0.0, 0.0
+	for i, c := range s.cands {
+		if s.resid[i] >= best-slack {
+			bestP = c
 		}
-		if support(s.sorted, p, tol) >= best-slack {
-			bestP = p
+		if s.resid[i] >= best {
+			comb = c
 		}
 	}
 	// Refine, twice: the interquartile mean of the per-gap estimates g/k
@@ -106,16 +154,39 @@ func fitPeriod(gaps []float64, minP, maxP, tol float64, maxK int, s *fitScratch)
 		}
 		p = np
 	}
-	var in int
-	var sumK float64
-	for _, g := range s.sorted {
+	f := fitAt(s.sorted, p, tol)
+	f.Comb = comb
+	return f
+}
+
+// maxMedianBeats bounds the beats the median gap may span, per 1:N of
+// sampling (see fitPeriod).
+const maxMedianBeats = 4
+
+// maxBeats bounds k in the candidate periods base/k: a few beats for
+// unsampled data, more under sampling, where the smallest observed gaps
+// span several.
+func maxBeats(rate uint16) int { return min(64, 6+2*int(max(1, rate))) }
+
+// smallBases is the number of smallest distinct gaps whose fractions are
+// candidate periods.
+const smallBases = 6
+
+// weightedSupport is the share of the gaps that period p explains, each
+// gap of k beats weighing 1/k (see fitPeriod).
+func weightedSupport(gaps []float64, p, tol float64) float64 {
+	var in, all float64
+	for _, g := range gaps {
 		k := beats(g, p)
-		sumK += k
-		if math.Abs(g/p-k) <= tol {
-			in++
+		all += 1 / k
+		if math.Abs(g/p-k) < tol {
+			in += 1 / k
 		}
 	}
-	return periodFit{Period: p, Inliers: float64(in) / float64(n), MeanBeats: sumK / float64(n)}
+	if all == 0 {
+		return 0
+	}
+	return in / all
 }
 
 // beats is the number of periods p that gap g most likely spans (>= 1).
@@ -204,7 +275,17 @@ type timing struct {
 	Jitter float64
 	// Skew, MADM and Period are components in [0,1] (1 = regular).
 	Skew, MADM, Period float64
+	// Comb is the finer comb period (fit.Comb) the components were
+	// measured at, when it showed more regularity than fit.Period; 0
+	// otherwise.
+	Comb float64
 }
+
+// value is the timing part of the beacon score: the period fit weighs
+// most (the share of intervals that are whole numbers of periods, beyond
+// chance), then the interval dispersion, then skew (a weak signal: a
+// Poisson process is nearly symmetric in quartiles too).
+func (t timing) value() float64 { return 0.1*t.Skew + 0.3*t.MADM + 0.6*t.Period }
 
 // nullDispersion is the dispersion D (see scoreTiming) of the phase
 // residuals that a Poisson process shows when its gaps are folded onto the
@@ -233,10 +314,32 @@ func nullDispersion(meanBeats float64) float64 {
 // sampling rate".
 //
 // The period component is the fraction of gaps within tol of a whole
-// number of periods beyond 2*tol, which a best-fitting period reaches on
-// random data, rescaled to [0,1]. Skew is 1 - |Bowley skew| of the
+// number of periods beyond what the best period of the search reaches on
+// random gaps (searchChance), rescaled to [0,1]. Skew is 1 - |Bowley skew| of the
 // residuals.
+//
+// When the gaps fit a finer comb better than the period (fit.Comb: a
+// beacon with alternating intervals, such as NjRAT's 9 s and 14 s, is
+// regular on 23/5 s rather than on its mean interval of 11.5 s, and under
+// sampling only that regularity survives in gaps of many beats), the
+// components are those of the comb if they are higher. The comb is a
+// candidate of the same search, so this costs no more chance fits than
+// the search itself.
 func scoreTiming(gaps []float64, fit periodFit, tol float64, rate uint16, s *fitScratch) timing {
+	t := timingAt(gaps, fit, tol, rate, s)
+	if fit.Comb > 0 && fit.Comb < 0.98*fit.Period {
+		// The components at the finer comb, when they show more
+		// regularity; the period and jitter stay those of fit.
+		c := timingAt(gaps, fitAt(gaps, fit.Comb, tol), tol, rate, s)
+		if c.value() > t.value() {
+			t.Skew, t.MADM, t.Period, t.Comb = c.Skew, c.MADM, c.Period, fit.Comb
+		}
+	}
+	return t
+}
+
+// timingAt computes the timing components at fit.Period.
+func timingAt(gaps []float64, fit periodFit, tol float64, rate uint16, s *fitScratch) timing {
 	t := timing{fit: fit}
 	if fit.Period <= 0 || len(gaps) == 0 {
 		return t
@@ -268,9 +371,48 @@ func scoreTiming(gaps []float64, fit periodFit, tol float64, rate uint16, s *fit
 	// Spreads below 2% of a period are measurement noise (timestamps in
 	// ms, export jitter): no skew.
 	t.Skew = 1 - math.Abs(bowley(s.resid, 0.02))
-	chance := 2 * tol
+	chance := searchChance(gaps, fit.Period, rate, tol)
 	t.Period = clamp01((fit.Inliers - chance) / (1 - chance))
 	return t
+}
+
+// searchChance is the share of gaps that the best period of the search
+// explains when the gaps are random (a Poisson process): the period
+// component counts only the fit beyond it.
+//
+// For exponential gaps of mean m, a fixed period P = x*m explains a gap
+// (within tol of k >= 1 periods) with probability
+//
+//	c = 2 sinh(tol x) e^-x / (1 - e^-x)
+//
+// about 0.29 when gaps are single beats (x = 1) and 2*tol when they span
+// many (x -> 0, as under sampling). The search tries many periods, and
+// the best of m independent tries exceeds c by about z = sqrt(2 ln m)
+// standard errors, sqrt(c(1-c)/n). Periods apart by more than 2*tol/k
+// give independent residuals for gaps of k beats, so a search over a range
+// of periods of logarithmic width L holds about m = L*k/(2*tol)
+// independent tries: a few when gaps are single beats, hundreds under
+// heavy sampling, where gaps span about N beats and L grows with log N
+// (see maxMedianBeats). Without the correction, a dozen random gaps under
+// 1:100 sampling look like a beacon.
+func searchChance(gaps []float64, p float64, rate uint16, tol float64) float64 {
+	n := len(gaps)
+	if n == 0 || p <= 0 {
+		return 1
+	}
+	var sum float64
+	for _, g := range gaps {
+		sum += g
+	}
+	x := p / (sum / float64(n))
+	c := 2 * tol
+	if x > 1e-6 {
+		c = min(c, 2*math.Sinh(tol*x)*math.Exp(-x)/(-math.Expm1(-x)))
+	}
+	l := 1 + math.Log(maxMedianBeats*float64(max(1, rate)))
+	m := max(2, l*max(1, 1/x)/(2*tol))
+	z := math.Sqrt(2 * math.Log(m))
+	return min(1, c+z*math.Sqrt(c*(1-c)/float64(n)))
 }
 
 // sizeScore scores flow sizes (bytes) like RITA's data size score: the

@@ -130,7 +130,7 @@ func scoreSeq(ts []float64, rate int) scored {
 	}
 	var s fitScratch
 	cfg := DefaultConfig()
-	fit := fitPeriod(gaps, 1, 6*3600, cfg.PeriodTolerance, maxBeats(uint16(rate)), &s)
+	fit := fitPeriod(gaps, 1, 6*3600, cfg.PeriodTolerance, uint16(rate), &s)
 	tm := scoreTiming(gaps, fit, cfg.PeriodTolerance, uint16(rate), &s)
 	full := max(cfg.MinConnections-1, int(math.Round(float64(cfg.FullConnections-1)/math.Sqrt(float64(rate)))))
 	out := scored{fit: fit, tm: tm, count: countScore(len(gaps), cfg.MinConnections-1, full), cov: cov}
@@ -174,12 +174,18 @@ func TestScoreComponents(t *testing.T) {
 				r := rand.New(rand.NewPCG(seed, 7))
 				ts := tc.seq.gen(r)
 				if tc.seq.sampled > 1 {
-					// A 1:N sampled beacon over ten hours, so that the
-					// thinned sequence still has about 120 connections.
+					// A 1:N sampled beacon N times as long, so that the
+					// thinned sequence still has about 120 connections:
+					// N runs back to back, each starting one period after
+					// the last connection of the previous one.
 					long := make([]float64, 0, genN*tc.seq.sampled)
 					for k := 0; k < tc.seq.sampled; k++ {
+						shift := 0.0
+						if len(long) > 0 {
+							shift = long[len(long)-1] + genPeriod
+						}
 						for _, v := range tc.seq.gen(r) {
-							long = append(long, v+float64(k)*float64(genN)*genPeriod*2)
+							long = append(long, v+shift)
 						}
 					}
 					ts = thinned(long, tc.seq.sampled, r)
@@ -196,7 +202,7 @@ func TestScoreComponents(t *testing.T) {
 					t.Errorf("seed %d: MADM %.3f, want [%.2f, %.2f]", seed, s.tm.MADM, w.minMADM, w.maxMADM)
 				}
 				if s.tm.Period < w.minPeriod {
-					t.Errorf("seed %d: period confidence %.3f, want >= %.2f", seed, s.tm.Period, w.minPeriod)
+					t.Errorf("seed %d: period confidence %.3f, want >= %.2f (%+v)", seed, s.tm.Period, w.minPeriod, s)
 				}
 				if s.cov > w.maxCoverage {
 					t.Errorf("seed %d: coverage %.3f, want <= %.2f", seed, s.cov, w.maxCoverage)
