@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -80,7 +81,13 @@ type Stage struct {
 	err       error
 	stopOnce  sync.Once
 	stopGrace time.Duration
+	observed  atomic.Uint64
+	dupes     atomic.Uint64
 }
+
+// Counts returns the flows fed to the detector and the batches dropped as
+// duplicates so far.
+func (s *Stage) Counts() (flows, duplicateBatches uint64) { return s.observed.Load(), s.dupes.Load() }
 
 // New checks the configuration and dependencies; it does no I/O.
 func New(cfg Config, deps Deps) (*Stage, error) {
@@ -253,6 +260,7 @@ func (s *Stage) process(d bus.Delivery) error {
 	s.m.pending.Set(float64(len(s.pending)))
 	if s.dedup.Seen(d.Batch.ID) {
 		s.m.batches.WithLabelValues("duplicate").Inc()
+		s.dupes.Add(1)
 		return nil
 	}
 	s.m.batches.WithLabelValues("observed").Inc()
@@ -266,6 +274,7 @@ func (s *Stage) process(d bus.Delivery) error {
 	}
 	s.deps.Detector.Observe(flows)
 	s.m.flows.Add(float64(len(flows)))
+	s.observed.Add(uint64(len(flows)))
 	if s.cfg.StoreFlows && len(flows) > 0 {
 		if err := s.deps.Sink.WriteFlows(s.procCtx, d.Batch); err != nil {
 			s.m.sinkErrors.WithLabelValues("flows").Inc()

@@ -10,6 +10,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,6 +52,7 @@ type Handler struct {
 	mu      sync.Mutex
 	workers []*workerState
 
+	published  atomic.Uint64
 	flows      prometheus.Counter
 	outErrors  prometheus.Counter
 	lastErrLog time.Time
@@ -122,4 +124,8 @@ func (h *Handler) HandleFlows(worker int, recs []flow.Record) {
 		return
 	}
 	h.flows.Add(float64(len(w.buf)))
+	h.published.Add(uint64(len(w.buf)))
 }
+
+// Published returns the number of pseudonymized flows handed to Output.
+func (h *Handler) Published() uint64 { return h.published.Load() }

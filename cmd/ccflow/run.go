@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ccflow/ccflow/analysis"
 	"github.com/ccflow/ccflow/bus"
 	"github.com/ccflow/ccflow/collector"
 	"github.com/ccflow/ccflow/ingest"
@@ -63,7 +64,17 @@ sources. Metrics: metrics.addr (/metrics, /healthz, /readyz).`,
 func runRun(ctx context.Context, cfg Config, stderr io.Writer) (err error) {
 	log, red := newRedactingLogger(stderr, cfg)
 	lc := &lifecycle{log: log}
-	defer func() { err = errors.Join(err, lc.stopAll()) }()
+	var (
+		h  *ingest.Handler
+		an *analysis.Stage
+	)
+	defer func() {
+		err = errors.Join(err, lc.stopAll())
+		if h != nil && an != nil {
+			observed, dupes := an.Counts()
+			log.Info("stopped", "flows_published", h.Published(), "flows_observed", observed, "duplicate_batches", dupes, "clean", err == nil)
+		}
+	}()
 
 	o, err := newOps(cfg.Metrics.Addr, log)
 	if err != nil {
@@ -89,7 +100,7 @@ func runRun(ctx context.Context, cfg Config, stderr io.Writer) (err error) {
 
 	bdeps := bus.Deps{Logger: log, Registerer: o.reg}
 	inproc := bus.NewInproc(cfg.Bus.Inproc, bdeps)
-	an, err := detectorSide(ctx, cfg, log, o, lc, inproc, nil) // the collector side enriches
+	an, err = detectorSide(ctx, cfg, log, o, lc, inproc, nil) // the collector side enriches
 	if err != nil {
 		return err
 	}
@@ -113,7 +124,7 @@ func runRun(ctx context.Context, cfg Config, stderr io.Writer) (err error) {
 	}
 	lc.add("batcher", batcher.Stop)
 
-	h := ingest.New(context.WithoutCancel(ctx), ingest.Deps{Privacy: priv, Enricher: enr, Output: batcher, Logger: log, Registerer: o.reg})
+	h = ingest.New(context.WithoutCancel(ctx), ingest.Deps{Privacy: priv, Enricher: enr, Output: batcher, Logger: log, Registerer: o.reg})
 	coll, err := collector.New(cfg.Collector, collector.Deps{Logger: log, Registerer: o.reg, Handler: h})
 	if err != nil {
 		return keyedError(err)
