@@ -3,9 +3,11 @@ package analysis
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -155,12 +157,15 @@ func (s *Stage) restore() error {
 	if err != nil {
 		return fmt.Errorf("open checkpoint: %w", err)
 	}
-	err = s.deps.Detector.Restore(bufio.NewReaderSize(f, 1<<20))
+	ids, err := s.readCheckpoint(bufio.NewReaderSize(f, 1<<20))
 	_ = f.Close()
 	if err == nil {
+		for _, id := range ids {
+			s.dedup.Seen(id)
+		}
 		s.m.checkpoints.WithLabelValues("restored").Inc()
 		st := s.deps.Detector.Stats()
-		s.log.Info("detector state restored", "file", path, "pairs", st.Pairs)
+		s.log.Info("detector state restored", "file", path, "pairs", st.Pairs, "batches", len(ids))
 		return nil
 	}
 	s.m.checkpoints.WithLabelValues("restore_error").Inc()
@@ -170,6 +175,36 @@ func (s *Stage) restore() error {
 	}
 	s.log.Error("checkpoint cannot be restored; moved aside, starting with an empty detector", "file", path, "moved_to", aside, "err", err)
 	return nil
+}
+
+// Checkpoint file: the magic, the number of batch IDs the state includes,
+// the IDs (oldest first), then the detector's own checkpoint. The IDs let a
+// restarted stage drop batches the bus redelivers although the restored
+// state already holds them (a crash between checkpoint and commit).
+var checkpointMagic = [8]byte{'C', 'C', 'F', 'A', 'N', 'A', '0', '1'}
+
+func (s *Stage) readCheckpoint(r *bufio.Reader) ([]flow.BatchID, error) {
+	var hdr [12]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, fmt.Errorf("read checkpoint header: %w", err)
+	}
+	if [8]byte(hdr[:8]) != checkpointMagic {
+		return nil, errors.New("not an analysis checkpoint (bad magic)")
+	}
+	n := binary.LittleEndian.Uint32(hdr[8:])
+	if int64(n) > int64(s.cfg.DedupBatches)*4+1<<20 {
+		return nil, fmt.Errorf("checkpoint claims %d batch IDs", n)
+	}
+	ids := make([]flow.BatchID, n)
+	for i := range ids {
+		if _, err := io.ReadFull(r, ids[i][:]); err != nil {
+			return nil, fmt.Errorf("read checkpoint batch IDs: %w", err)
+		}
+	}
+	if err := s.deps.Detector.Restore(r); err != nil {
+		return nil, err
+	}
+	return ids, nil
 }
 
 // Done is closed when the loop has ended: the source was closed and
@@ -245,7 +280,7 @@ func (s *Stage) loop(fetchCtx context.Context) {
 			s.log.Error("fetch failed; stopping", "err", err)
 			return
 		}
-		if s.deps.Now().Sub(s.lastCkpt) >= s.cfg.CheckpointInterval || (s.cfg.StateDir == "" && len(s.pending) > 0) {
+		if s.deps.Now().Sub(s.lastCkpt) >= s.cfg.CheckpointInterval {
 			if err := s.checkpoint("interval"); err != nil {
 				s.log.Error("checkpoint failed; will retry", "err", err)
 				s.lastCkpt = s.deps.Now() // retry at the next interval
@@ -343,18 +378,15 @@ func (s *Stage) idle() {
 	}
 }
 
-// checkpoint writes the detector state, syncs the sink and the candidates
-// file, and then commits the pending deliveries.
+// checkpoint makes everything consumed so far durable, in the order that
+// keeps at-least-once without double counting: first the sink and the
+// candidates file are synced (the rows exist), then the detector state is
+// written with the IDs of the batches it includes, then the bus offsets are
+// committed. A crash before the checkpoint redelivers batches the old state
+// lacks (stored rows may repeat; they carry batch_id); a crash before the
+// commit redelivers batches the new state holds, which its IDs drop.
 func (s *Stage) checkpoint(why string) error {
 	began := s.deps.Now()
-	if s.cfg.StateDir != "" {
-		n, err := s.writeCheckpoint()
-		if err != nil {
-			s.m.checkpoints.WithLabelValues("error").Inc()
-			return err
-		}
-		s.m.checkpointSize.Set(float64(n))
-	}
 	if err := s.deps.Sink.Sync(s.procCtx); err != nil {
 		s.m.checkpoints.WithLabelValues("error").Inc()
 		return fmt.Errorf("sync sink: %w", err)
@@ -366,6 +398,14 @@ func (s *Stage) checkpoint(why string) error {
 		if err := s.candOut.Sync(); err != nil {
 			return fmt.Errorf("sync candidates file: %w", err)
 		}
+	}
+	if s.cfg.StateDir != "" {
+		n, err := s.writeCheckpoint()
+		if err != nil {
+			s.m.checkpoints.WithLabelValues("error").Inc()
+			return err
+		}
+		s.m.checkpointSize.Set(float64(n))
 	}
 	if len(s.pending) > 0 {
 		if err := s.deps.Source.Commit(s.procCtx, s.pending...); err != nil {
@@ -396,7 +436,19 @@ func (s *Stage) writeCheckpoint() (int64, error) {
 	}
 	defer func() { _ = os.Remove(tmp.Name()) }()
 	w := bufio.NewWriterSize(tmp, 1<<20)
-	n, err := s.deps.Detector.Checkpoint(w)
+	ids := s.dedup.IDs()
+	var hdr [12]byte
+	copy(hdr[:8], checkpointMagic[:])
+	binary.LittleEndian.PutUint32(hdr[8:], uint32(len(ids)))
+	_, err = w.Write(hdr[:])
+	for i := 0; err == nil && i < len(ids); i++ {
+		_, err = w.Write(ids[i][:])
+	}
+	var n int64
+	if err == nil {
+		n, err = s.deps.Detector.Checkpoint(w)
+		n += int64(len(hdr) + 16*len(ids))
+	}
 	if err == nil {
 		err = w.Flush()
 	}

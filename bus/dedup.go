@@ -40,3 +40,14 @@ func (d *Dedup) Seen(id flow.BatchID) bool {
 
 // Len returns the number of remembered IDs.
 func (d *Dedup) Len() int { return len(d.set) }
+
+// IDs returns the remembered IDs, oldest first, so that a checkpoint can
+// carry them (see analysis).
+func (d *Dedup) IDs() []flow.BatchID {
+	if !d.full {
+		return append([]flow.BatchID(nil), d.ring[:d.next]...)
+	}
+	out := make([]flow.BatchID, 0, len(d.ring))
+	out = append(out, d.ring[d.next:]...)
+	return append(out, d.ring[:d.next]...)
+}
