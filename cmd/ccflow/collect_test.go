@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
 	"github.com/ccflow/ccflow/collector/pcap"
 	"github.com/ccflow/ccflow/flow"
 	"github.com/ccflow/ccflow/sink/parquet"
@@ -212,11 +214,38 @@ func TestCollectDetectOverKafka(t *testing.T) {
 	if flows != 594 || bytes != 1834892 {
 		t.Errorf("Parquet flows table: %d flows, %d bytes; want 594 and 1834892", flows, bytes)
 	}
+	lintMetrics(t, "collect", collM)
+	lintMetrics(t, "detect", detM)
 	// The capture's hosts are 147.32.80.0/24; no form of them may appear.
 	for _, s := range []string{"147.32.", "932050", "147 32 "} {
 		for name, text := range map[string]string{"collect output": collOut.String(), "detect output": detOut.String(), "collect metrics": collM, "detect metrics": detM} {
 			if strings.Contains(text, s) {
 				t.Errorf("a subscriber address form (%q) reached the %s", s, name)
+			}
+		}
+	}
+}
+
+// lintMetrics checks a metrics page against the Prometheus conventions
+// (promlint, as `promtool check metrics`): units in names, _total on
+// counters, help text. Every ccflow metric must also carry the ccflow_
+// prefix.
+func lintMetrics(t *testing.T, name, page string) {
+	t.Helper()
+	problems, err := promlint.New(strings.NewReader(page)).Lint()
+	if err != nil {
+		t.Fatalf("%s metrics do not parse: %v", name, err)
+	}
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "ccflow_") {
+			t.Errorf("%s metric %s: %s", name, p.Metric, p.Text)
+		}
+	}
+	for _, line := range strings.Split(page, "\n") {
+		if strings.HasPrefix(line, "# HELP ") {
+			m := strings.Fields(line)[2]
+			if !strings.HasPrefix(m, "ccflow_") && !strings.HasPrefix(m, "go_") && !strings.HasPrefix(m, "promhttp_") {
+				t.Errorf("%s metric %s lacks the ccflow_ prefix", name, m)
 			}
 		}
 	}
