@@ -14,4 +14,6 @@ if [ -z "${CCFLOW_TEST_KAFKA:-}" ]; then
   fi
 fi
 go test -count=1 -timeout 30m ./...
+# The privacy stage's test-only identity hook exists only in this build.
+go test -count=1 -tags ccflow_testhooks ./privacy/...
 ./scripts/fuzz.sh "${FUZZTIME_TEST:-3s}"
