@@ -7,10 +7,16 @@
 // directories, captured logs, metrics pages, bus messages. Compressed and
 // encoded outputs hide bytes from a plain search, so the Scanner decodes them
 // first through pluggable Decoders chosen by file name and magic bytes;
-// gzip, zstd and lz4 frames are built in, and the packages that write Arrow
-// IPC, Parquet or Kafka batches add decoders for their formats (AddDecoder).
+// gzip, zstd and lz4 frames are built in (NewScanner), and ArrowIPC,
+// Parquet and KafkaBatches decode the pipeline's own formats (bus messages
+// and flow streams, Parquet sink files, raw Kafka record batches) when a
+// test adds them with AddDecoder; their Counts prove that a scan decoded
+// what the run produced.
 //
 // The package is test infrastructure: production code must not import it.
+// It reads the outputs of a test's own run: the Arrow and Parquet readers
+// trust the lengths inside inputs that are not ccflow flow streams, so a
+// damaged file can make them allocate what it claims.
 package canary
 
 import (
