@@ -7,10 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"math/rand/v2"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -34,6 +31,7 @@ type replayOptions struct {
 	start             time.Time
 	dropLabels        []string
 	includeSuppressed bool
+	reorder           int
 }
 
 func newReplayCmd() *cobra.Command {
@@ -44,9 +42,9 @@ func newReplayCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "replay --format FORMAT --out CANDIDATES.jsonl FILE...",
 		Short: "Replay flow archives through privacy, enrichment and the detector",
-		Long: `replay reads flow archives, sorts their flows by start time, and runs them
-through the same stages as the live pipeline, in event time and as fast as the
-machine allows: the privacy stage (subscriber prefixes, keyed pseudonyms; raw
+		Long: `replay reads flow archives, merges their flows in start-time order, and
+runs them through the same stages as the live pipeline, in event time and as
+fast as the machine allows: the privacy stage (subscriber prefixes, keyed pseudonyms; raw
 addresses never leave this process), enrichment (when configured) and the
 detector. It writes one candidate per JSON line to --out (and, with
 --pairs-out, the pair scores of beaconing pairs).
@@ -59,8 +57,17 @@ files may be gzip-compressed.
 --sample N keeps each flow with probability 1/N (seeded by --seed) and marks it
 1:N sampled, to study sampled export. --start moves the earliest flow to the
 given time, for captures with relative timestamps (the privacy stage's key
-epochs start in 1970-01-05). Replay holds the flows of all FILEs in memory
-(about 140 bytes each) to sort them.`,
+epochs start in 1970-01-05).
+
+Replay streams: archives are read as they are replayed, so their size is
+not limited by memory. Flows in archives are only roughly in time order
+(Argus and nfcapd write them per time bin, Zeek when a connection ends), so
+replay holds up to --reorder flows (about 150 bytes each, split among the
+FILEs; 1048576 by default, about 150 MB) and releases the earliest first.
+A flow further out of order than that is replayed late (the detector
+still counts it unless it is older than the window being filled) and the
+count of such flows is logged: raise --reorder if it is large. --start
+shifts by the earliest flow among the first --reorder flows.`,
 		Example: `  ccflow replay --format binetflow --subscribers 147.32.0.0/16 --keys /tmp/keys \
       --out candidates.jsonl capture20110818-2.binetflow.gz
   ccflow replay --format zeek --subscribers 192.168.1.0/24 --start 2017-03-08T13:47:04Z \
@@ -89,6 +96,9 @@ epochs start in 1970-01-05). Replay holds the flows of all FILEs in memory
 			if opts.sample < 1 {
 				return errors.New("--sample must be at least 1")
 			}
+			if opts.reorder < 1 {
+				return errors.New("--reorder must be at least 1")
+			}
 			if from != "" {
 				if opts.start, err = time.Parse(time.RFC3339Nano, from); err != nil {
 					return fmt.Errorf("--start: %w", err)
@@ -111,6 +121,7 @@ epochs start in 1970-01-05). Replay holds the flows of all FILEs in memory
 	fs.StringVar(&from, "start", "", "shift all flows so that the earliest starts at `TIME` (RFC 3339)")
 	fs.StringSliceVar(&opts.dropLabels, "drop-label", nil, "drop flows whose ground-truth label contains `TEXT` (repeatable; binetflow, zeek, cicflowmeter)")
 	fs.BoolVar(&opts.includeSuppressed, "include-suppressed", false, "also write candidates suppressed by an allowlist (with their reason)")
+	fs.IntVar(&opts.reorder, "reorder", defaultReorder, "flows held (in all, split among FILEs) to restore start-time order: `N` x ~150 bytes of memory")
 	addPrivacyFlags(fs)
 	bindFlag(fs, "window", "detect.window", "detection window `DURATION`")
 	bindFlag(fs, "hop", "detect.hop", "evaluation hop `DURATION`")
@@ -143,10 +154,11 @@ func runReplay(ctx context.Context, cfg Config, opts replayOptions, stderr io.Wr
 		return err
 	}
 
-	recs, read, err := readArchives(opts, log)
+	merged, err := openSources(opts)
 	if err != nil {
 		return err
 	}
+	defer merged.close()
 	out, closeOut, err := createOutput(opts.out)
 	if err != nil {
 		return err
@@ -166,13 +178,23 @@ func runReplay(ctx context.Context, cfg Config, opts replayOptions, stderr io.Wr
 		w.pairs = json.NewEncoder(pairsOut)
 	}
 
+	recs := make([]flow.Record, 0, replayBatch)
 	buf := make([]flow.Pseudo, 0, replayBatch)
-	var pseudonymized int
-	for i := 0; i < len(recs); i += replayBatch {
+	var pseudonymized, replayed int
+	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		buf = priv.Pseudonymize(recs[i:min(len(recs), i+replayBatch)], buf[:0])
+		recs, err = merged.next(recs[:0], replayBatch)
+		if err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			break
+		}
+		replayed += len(recs)
+		buf = priv.Pseudonymize(recs, buf[:0])
+		clear(recs) // raw addresses: do not keep them longer than needed
 		pseudonymized += len(buf)
 		enr.Enrich(buf)
 		det.Observe(buf)
@@ -180,7 +202,17 @@ func runReplay(ctx context.Context, cfg Config, opts replayOptions, stderr io.Wr
 			return err
 		}
 	}
-	clear(recs) // raw addresses: do not keep them longer than needed
+	if replayed == 0 {
+		return errors.New("no flows to replay")
+	}
+	for _, s := range merged.srcs {
+		if n := s.r.Skipped(); n > 0 {
+			log.Warn("rows skipped as unparseable", "file", s.path, "rows", n)
+		}
+	}
+	if merged.late > 0 {
+		log.Warn("flows out of order beyond the reorder buffer, replayed late", "flows", merged.late, "reorder", opts.reorder)
+	}
 	det.Flush()
 	if err := w.write(det.Results()); err != nil {
 		return err
@@ -195,79 +227,11 @@ func runReplay(ctx context.Context, cfg Config, opts replayOptions, stderr io.Wr
 	}
 	el := time.Since(began)
 	st := det.Stats()
-	log.Info("replay finished", "files", len(opts.files), "flows_read", read, "flows_replayed", len(recs),
+	log.Info("replay finished", "files", len(opts.files), "flows_read", merged.read, "flows_replayed", replayed,
 		"flows_pseudonymized", pseudonymized, "windows", w.windows, "candidates", w.candidates,
 		"pair_scores", w.pairScores, "tracked_pairs", st.Pairs, "seconds", el.Seconds(),
-		"flows_per_second", float64(len(recs))/max(el.Seconds(), 1e-9))
+		"flows_per_second", float64(replayed)/max(el.Seconds(), 1e-9))
 	return nil
-}
-
-// readArchives reads, filters, samples, shifts and sorts the records of
-// every file.
-func readArchives(opts replayOptions, log *slog.Logger) ([]flow.Record, int, error) {
-	var recs []flow.Record
-	read := 0
-	var rng *rand.Rand
-	if opts.sample > 1 {
-		rng = rand.New(rand.NewPCG(opts.seed, 0x5a5a))
-	}
-	for _, path := range opts.files {
-		r, err := archive.Open(path, opts.format, archive.Options{Mapping: opts.mapping})
-		if err != nil {
-			return nil, 0, err
-		}
-		var rec flow.Record
-		for {
-			rec = flow.Record{}
-			if err := r.Next(&rec); err != nil {
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				_ = r.Close()
-				return nil, 0, fmt.Errorf("%s: %w", path, err)
-			}
-			read++
-			if dropLabel(r.Label(), opts.dropLabels) {
-				continue
-			}
-			if rng != nil {
-				if rng.IntN(opts.sample) != 0 {
-					continue
-				}
-				rec.SamplingRate = max(1, rec.SamplingRate) * uint32(opts.sample)
-			}
-			recs = append(recs, rec)
-		}
-		if n := r.Skipped(); n > 0 {
-			log.Warn("rows skipped as unparseable", "file", path, "rows", n)
-		}
-		if err := r.Close(); err != nil {
-			return nil, 0, fmt.Errorf("close %s: %w", path, err)
-		}
-	}
-	if len(recs) == 0 {
-		return nil, read, errors.New("no flows to replay")
-	}
-	slices.SortStableFunc(recs, func(a, b flow.Record) int {
-		switch {
-		case a.TimeStartMs < b.TimeStartMs:
-			return -1
-		case a.TimeStartMs > b.TimeStartMs:
-			return 1
-		}
-		return 0
-	})
-	if !opts.start.IsZero() {
-		shift := opts.start.UnixMilli() - recs[0].TimeStartMs
-		for i := range recs {
-			recs[i].TimeStartMs += shift
-			recs[i].TimeEndMs += shift
-			if recs[i].TimeReceivedMs != 0 {
-				recs[i].TimeReceivedMs += shift
-			}
-		}
-	}
-	return recs, read, nil
 }
 
 func dropLabel(label string, drop []string) bool {
