@@ -6,7 +6,7 @@ FUZZTIME ?= 60s
 FUZZTIME_TEST ?= 3s
 BENCHTIME ?= 1s
 
-.PHONY: all build test unit fuzz fuzz-short bench lint fmt docs clean kafka-up kafka-down
+.PHONY: all build test unit fuzz fuzz-short bench lint fmt docs clean kafka-up kafka-down demo
 
 all: build
 
@@ -52,6 +52,12 @@ kafka-up:
 
 kafka-down:
 	@./scripts/kafka.sh down
+
+# The README's first command: ccflow run fed by the traffic simulator for about
+# two minutes, then its candidates, their evaluation and the Parquet files
+# (scripts/demo.sh, docs/demo.md). DEMO_SECONDS and DEMO_SPEED shorten it.
+demo:
+	@./scripts/demo.sh
 
 clean:
 	rm -rf bin
