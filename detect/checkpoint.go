@@ -13,7 +13,7 @@ import (
 	"github.com/axiomhq/hyperloglog"
 )
 
-// Checkpoint format, version 1 (all integers little-endian):
+// Checkpoint format, version 2 (all integers little-endian):
 //
 //	magic "CCFLOWDT", uint32 version
 //	config: window ms, hop ms (int64), sample size (uint32)
@@ -25,11 +25,14 @@ import (
 //	  uint32 sketch count, then per sketch: hop int64, uvarint length + HyperLogLog bytes
 //	pairs: uint32 count, then per pair: subscriber and endpoint ordinals (uint32, in the
 //	  order written above), first, last, flows, bytes/16 (uint32), end delta (uint16, 100 ms), rate,
-//	  lastPort (uint16), score uint8, n uint8, then n × (start uint32, size uint16)
+//	  lastPort (uint16), score uint8, flags uint8 (version 2: bit 2 = the pair exchanged data),
+//	  n uint8, then n × (start uint32, size uint16)
 //	trailer: CRC-32 (IEEE) of everything before it
 //
 // Times are offsets from base, as in memory. A checkpoint restores only
-// into a detector with the same window, hop and sample size.
+// into a detector with the same window, hop and sample size. Version 1
+// (without the pair flags) is still read; its pairs count as having
+// exchanged data.
 
 // ErrCheckpoint is wrapped by every error Restore returns for a damaged,
 // foreign or incompatible checkpoint.
@@ -39,7 +42,7 @@ var _ io.Writer = (*countWriter)(nil)
 
 const (
 	checkpointMagic   = "CCFLOWDT"
-	checkpointVersion = 1
+	checkpointVersion = 2
 )
 
 // countWriter counts bytes and keeps the first error.
@@ -189,6 +192,7 @@ func (d *Detector) Checkpoint(w io.Writer) (int64, error) {
 		c.u16(p.rate)
 		c.u16(p.lastPort)
 		c.u8(p.score)
+		c.u8(p.flags & pairData)
 		c.u8(p.n)
 		s, z := d.samples(p)
 		for j := range s {
@@ -288,8 +292,9 @@ func (d *Detector) restore(r io.Reader) error {
 	if c.err != nil || string(magic) != checkpointMagic {
 		return errors.New("not a detector checkpoint")
 	}
-	if v := c.u32(); v != checkpointVersion {
-		return fmt.Errorf("unsupported checkpoint version %d (want %d)", v, checkpointVersion)
+	version := c.u32()
+	if version != 1 && version != checkpointVersion {
+		return fmt.Errorf("unsupported checkpoint version %d (want 1 or %d)", version, checkpointVersion)
 	}
 	w, h, ss := c.i64(), c.i64(), c.u32()
 	if c.err == nil && (w != d.cfg.Window.Milliseconds() || h != d.cfg.Hop.Milliseconds() || int(ss) != d.cfg.SampleSize) {
@@ -372,7 +377,12 @@ func (d *Detector) restore(r io.Reader) error {
 		first, last, flows, bytes16 := c.u32(), c.u32(), c.u32(), c.u32()
 		endDelta := c.u16()
 		rate, lastPort := c.u16(), c.u16()
-		score, n := c.u8(), c.u8()
+		score := c.u8()
+		flags := pairData
+		if version >= 2 {
+			flags = c.u8() & pairData
+		}
+		n := c.u8()
 		if c.err != nil {
 			break
 		}
@@ -390,6 +400,7 @@ func (d *Detector) restore(r io.Reader) error {
 		p := d.ps.at(pi)
 		p.first, p.last, p.flows, p.bytes16, p.endDelta = first, last, flows, bytes16, endDelta
 		p.rate, p.lastPort, p.score = rate, lastPort, score
+		p.flags |= flags
 		for j := uint8(0); j < n && c.err == nil; j++ {
 			t, z := c.u32(), c.u16()
 			d.addSample(p, t, z)

@@ -331,6 +331,9 @@ func (d *Detector) observe(f *flow.Pseudo, t int64, fp uint64) {
 	}
 	p.flows++
 	p.addBytes(f.Bytes)
+	if p.flags&pairData == 0 && !handshakeOnly(f) {
+		p.flags |= pairData
+	}
 	if r := f.SamplingRate; r > uint32(p.rate) {
 		p.rate = uint16(min(r, 65535))
 	}
@@ -441,7 +444,11 @@ func (d *Detector) newPair(s, e uint32, fp uint64, slot uint64) uint32 {
 		pi = d.ps.add()
 	}
 	ep := &d.eps[e]
-	*d.ps.at(pi) = pair{fp: fp, sub: s, ep: e, cap: inlineSamples, flags: pairLive}
+	flags := pairLive
+	if d.allowVerdict(e) != "" {
+		flags |= pairAllowed
+	}
+	*d.ps.at(pi) = pair{fp: fp, sub: s, ep: e, cap: inlineSamples, flags: flags}
 	ep.npairs++
 	d.subs[s].pairs++
 	d.table.insertAt(slot, fp, pi)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -558,6 +559,69 @@ func TestCheckpointResumes(t *testing.T) {
 	got := append(before, second.Results()...)
 	if diff := cmp.Diff(got, want, cmpopts.EquateApprox(0, 0.002), cmpopts.EquateComparable(netip.Addr{})); diff != "" {
 		t.Errorf("results after restore (-got +want):\n%s", diff)
+	}
+}
+
+// TestRestoreVersion1 restores a version-1 checkpoint (written by the
+// detector before pair flags were checkpointed: 3 subscribers beaconing to
+// 203.0.113.50:8443 every 45 s for 45 minutes, and noise; window 2h, hop
+// 30m): its pairs resume, counted as having exchanged data.
+func TestRestoreVersion1(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "checkpoint-v1.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := detect.DefaultConfig()
+	cfg.Window, cfg.Hop = 2*time.Hour, 30*time.Minute
+	d := newDetector(t, cfg, nil)
+	if err := d.Restore(bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+	if st := d.Stats(); st.Pairs != 348 || st.Subscribers != 53 || st.Endpoints != 31 {
+		t.Errorf("restored %+v, want 348 pairs, 53 subscribers, 31 endpoints", st)
+	}
+	d.Flush()
+	var found bool
+	for _, r := range d.Results() {
+		for _, c := range r.Candidates {
+			if c.RemoteAddr.String() == "203.0.113.50" && c.RemotePort == 8443 {
+				found = true
+				if strings.Contains(c.Explanation, "no connection exchanged data") {
+					t.Errorf("version-1 pairs count as unanswered: %s", c.Explanation)
+				}
+			}
+		}
+	}
+	if !found {
+		t.Error("the restored beacon is not a candidate")
+	}
+}
+
+// TestUnansweredIsExplained: a beacon whose every connection is a refused
+// handshake (2 packets, 120 bytes, as Argus reports SYN and RST) is scored
+// like a live one, and the explanation says that no data was exchanged.
+func TestUnansweredIsExplained(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	live := beacon(1, "203.0.113.60", 6889, t0, 30*time.Second, 100, 0, r)
+	dead := beacon(2, "203.0.113.61", 6889, t0, 30*time.Second, 100, 0, r)
+	for i := range dead {
+		dead[i].Packets, dead[i].Bytes = 2, 120
+	}
+	cands := run1(t, detect.DefaultConfig(), append(live, dead...))
+	got := map[string]flow.Candidate{}
+	for _, c := range cands {
+		got[c.RemoteAddr.String()] = c
+	}
+	l, ok1 := got["203.0.113.60"]
+	u, ok2 := got["203.0.113.61"]
+	if !ok1 || !ok2 {
+		t.Fatalf("candidates %v", cands)
+	}
+	if !strings.Contains(u.Explanation, "no connection exchanged data") || strings.Contains(l.Explanation, "no connection exchanged data") {
+		t.Errorf("explanations:\n%s\n%s", l.Explanation, u.Explanation)
+	}
+	if math.Abs(l.Score-u.Score) > 0.05 {
+		t.Errorf("scores %.3f (live) and %.3f (unanswered) differ", l.Score, u.Score)
 	}
 }
 

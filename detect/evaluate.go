@@ -70,6 +70,12 @@ type eligible struct {
 	coverage float64
 	score    float64 // beacon score at the pair's own period
 	disc     float64 // fan-out discount of its subscriber
+	// noData says that no connection of the pair exchanged data (TCP,
+	// unsampled, handshakes only). It does not change the score: bots
+	// whose C&C is down retry on their schedule (every NjRAT connection
+	// of the njrat-zeek capture is an unanswered SYN), and so do
+	// peer-to-peer clients retrying a gone peer; the explanation says it.
+	noData bool
 }
 
 // epEval collects one endpoint's window totals.
@@ -376,6 +382,7 @@ func (d *Detector) scorePair(p *pair, starts []uint32, span, minP, maxP, tol flo
 	lo, hi := d.offsetClamp(d.lastWs), d.offsetClamp(d.lastWe)
 	el.coverage = clamp01(float64(min(p.last, hi-1)-max(p.first, lo)) / 1000 / span)
 	el.score = beaconScore(el.tm, el.size, el.count, el.coverage)
+	el.noData = p.flags&pairData == 0 && d.eps[p.ep].key.proto == 6
 	return el
 }
 
@@ -395,10 +402,12 @@ func (d *Detector) scoreEndpoint(e *epEval, pop, span, minP, maxP, tol float64, 
 	}
 
 	top := 0
+	noData := true // no eligible pair exchanged data
 	for i := range E {
 		if E[i].score*E[i].disc > E[top].score*E[top].disc {
 			top = i
 		}
+		noData = noData && E[i].noData
 	}
 	best := E[top]
 	bestScore := best.score * best.disc
@@ -524,7 +533,7 @@ func (d *Detector) scoreEndpoint(e *epEval, pop, span, minP, maxP, tol float64, 
 	if info.prov != "" {
 		c.Components.Provider = 1
 	}
-	c.Explanation = explain(&c, info.prov, chosen.conns, chosen.fit.Inliers, chosen.discount, chosen.pooled, span)
+	c.Explanation = explain(&c, info.prov, chosen.conns, chosen.fit.Inliers, chosen.discount, chosen.pooled, noData, chosen.tm.Comb, span)
 	return c, true
 }
 
@@ -591,7 +600,7 @@ func (d *Detector) allowVerdict(ei uint32) string {
 }
 
 // explain writes the human-readable explanation of a candidate.
-func explain(c *flow.Candidate, provider string, conns int64, inliers, discount float64, pooled bool, span float64) string {
+func explain(c *flow.Candidate, provider string, conns int64, inliers, discount float64, pooled, noData bool, comb, span float64) string {
 	var b strings.Builder
 	ep := netip.AddrPortFrom(c.RemoteAddr, c.RemotePort).String() + "/" + c.Proto.String()
 	fmt.Fprintf(&b, "%s is called every %s (jitter %s)", ep, secs(c.PeriodS), secs(c.JitterS))
@@ -605,8 +614,14 @@ func explain(c *flow.Candidate, provider string, conns int64, inliers, discount 
 	fmt.Fprintf(&b, " by %s: %d connections over %s (%.0f%% of the data in the window)", who, conns, active, 100*min(1, c.Components.Coverage))
 	fmt.Fprintf(&b, "; intervals %s (%.0f%% fit the period, dispersion %.2f, skew %.2f), flow sizes %s (%.2f)",
 		level(c.Components.MADM), 100*inliers, c.Components.MADM, c.Components.Skew, level(c.Components.Size), c.Components.Size)
+	if comb > 0 {
+		fmt.Fprintf(&b, "; regularity measured on a finer comb of %s (alternating intervals, or a second schedule between the beats)", secs(comb))
+	}
 	if c.Components.Count < 1 {
 		fmt.Fprintf(&b, "; few connections (count %.2f)", c.Components.Count)
+	}
+	if noData {
+		b.WriteString("; no connection exchanged data (refused or unanswered: a server that is down or gone, retried on a schedule)")
 	}
 	if pooled {
 		b.WriteString("; period estimated from the pooled intervals of all its subscribers")

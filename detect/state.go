@@ -42,7 +42,7 @@ type pair struct {
 	n        uint8  // samples held
 	cap      uint8  // capacity of the current storage
 	score    uint8  // last pair beacon score * 250 (eviction priority)
-	flags    uint8  // pairLive, pairAllowed
+	flags    uint8  // pairLive, pairAllowed, pairData
 }
 
 // lastEnd is the end of the latest flow (offset).
@@ -92,8 +92,32 @@ func (s *slab) bytes() int64 { return int64(len(s.chunks)) << chunkBits * pairBy
 
 const (
 	pairLive uint8 = 1 << iota
+	// pairAllowed marks pairs of allowlisted endpoints (evicted first).
 	pairAllowed
+	// pairData marks pairs that exchanged data at least once: a flow that
+	// was not TCP, was sampled, or was more than a handshake (see
+	// handshakeOnly).
+	pairData
 )
+
+// handshakeOnly says whether an unsampled TCP flow exchanged no data: its
+// TCP flags, when exported, show no ACK (SYNs only: unanswered), or it has
+// at most 3 packets of at most 80 bytes each (SYN and RST of a refused
+// connection, SYN retries; archives that count payload bytes only show 0).
+// Sampled flows and flows without packet counts are never handshake-only:
+// a sampled flow's packets are not all of its packets.
+func handshakeOnly(f *flow.Pseudo) bool {
+	if f.Proto != 6 || f.SamplingRate > 1 {
+		return false
+	}
+	if f.TCPFlags != 0 && f.TCPFlags&tcpACK == 0 {
+		return true
+	}
+	return f.Packets > 0 && f.Packets <= 3 && f.Bytes <= 80*f.Packets
+}
+
+// tcpACK is the ACK bit of the TCP flags.
+const tcpACK = 0x10
 
 // sub is a subscriber pseudonym (with its key epoch).
 type sub struct {
