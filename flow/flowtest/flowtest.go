@@ -8,6 +8,18 @@
 // to the endpoint, and a few subscriber-to-subscriber and transit flows. The
 // output is deterministic for a seed. It is test support, not production
 // code, and depends only on flow.
+//
+// By default the flows come from connections, as a router meters them: a
+// connection is two unidirectional flows (the subscriber's request and the
+// response) exported together, and a subscriber's connections come in
+// sessions (a burst of them, a third preceded by a lookup at the
+// subscriber's DNS resolver, a third with parallel connections to the same
+// server), 12,000 sessions at a time by default. That is what makes a
+// subscriber's pseudonym repeat within a message, as in bench/sim's ISP
+// model (3.3 flows per subscriber in each partition's share of a 64k-flow
+// batch at 8 partitions; 3.8 here). Options.Uniform draws every flow on its own
+// instead (subscriber, endpoint and sizes independent): the worst case for
+// compression.
 package flowtest
 
 import (
@@ -30,12 +42,23 @@ type Options struct {
 	StartMs int64
 	// FlowsPerSecond sets how fast event time advances between flows.
 	FlowsPerSecond int
+	// ActiveSessions is how many subscriber sessions are under way at a
+	// time; each next connection belongs to one of them, at random.
+	ActiveSessions int
+	// ConnectionsPerSession is the mean number of connections of a
+	// session (geometric).
+	ConnectionsPerSession float64
+	// Uniform draws every flow independently (no connections, sessions
+	// or resolvers).
+	Uniform bool
 }
 
-// DefaultOptions returns 20,000 subscribers, 50,000 endpoints and 100,000
-// flows per second of event time.
+// DefaultOptions returns 20,000 subscribers, 50,000 endpoints, 100,000
+// flows per second of event time, and 12,000 active sessions of 8
+// connections on average.
 func DefaultOptions() Options {
-	return Options{Subscribers: 20_000, Endpoints: 50_000, StartMs: 1_760_000_000_000, FlowsPerSecond: 100_000}
+	return Options{Subscribers: 20_000, Endpoints: 50_000, StartMs: 1_760_000_000_000, FlowsPerSecond: 100_000,
+		ActiveSessions: 12_000, ConnectionsPerSession: 8}
 }
 
 // Generator produces flows from one population. It is not safe for
@@ -46,9 +69,20 @@ type Generator struct {
 	zipf  *rand.Zipf
 	subs  []flow.Pseudonym
 	ends  []endpoint
+	dns   []endpoint
 	exps  []flow.Addr
 	n     int64
 	names []string
+
+	sessions []session
+	pending  []flow.Pseudo // flows of the current connection(s), next first
+}
+
+// session is one subscriber's burst of connections.
+type session struct {
+	sub      int
+	left     int // connections still to come
+	resolver int
 }
 
 type endpoint struct {
@@ -76,6 +110,12 @@ func New(seed uint64, o Options) *Generator {
 	}
 	if o.FlowsPerSecond <= 0 {
 		o.FlowsPerSecond = d.FlowsPerSecond
+	}
+	if o.ActiveSessions <= 0 {
+		o.ActiveSessions = d.ActiveSessions
+	}
+	if o.ConnectionsPerSession < 1 {
+		o.ConnectionsPerSession = d.ConnectionsPerSession
 	}
 	r := rand.New(rand.NewPCG(seed, 0x63636f77))
 	g := &Generator{o: o, r: r, zipf: rand.NewZipf(r, 1.1, 4, uint64(o.Endpoints-1))}
@@ -129,11 +169,129 @@ func New(seed uint64, o Options) *Generator {
 		flow.AddrFrom(netip.MustParseAddr("192.0.2.3")), flow.AddrFrom(netip.MustParseAddr("2001:db8::1")),
 	}
 	g.names = []string{"edge-fra1", "edge-fra2", "edge-ber1", "edge-ham1"}
+	for i := range 4 {
+		g.dns = append(g.dns, endpoint{addr: flow.AddrFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(53 + i)})),
+			port: 53, proto: 17, asn: 64500, org: "EXAMPLE-ISP", country: "DE", prov: "isp"})
+	}
+	g.sessions = make([]session, o.ActiveSessions)
+	for i := range g.sessions {
+		g.newSession(&g.sessions[i])
+	}
 	return g
+}
+
+func (g *Generator) newSession(s *session) {
+	s.sub = g.r.IntN(len(g.subs))
+	s.resolver = s.sub % len(g.dns)
+	// Geometric number of connections, at least one.
+	p := 1 / g.o.ConnectionsPerSession
+	s.left = 1
+	if p < 1 {
+		s.left += int(math.Log(1-g.r.Float64()) / math.Log(1-p))
+	}
 }
 
 // Next fills f with the next flow.
 func (g *Generator) Next(f *flow.Pseudo) {
+	if g.o.Uniform {
+		g.uniform(f)
+		return
+	}
+	if len(g.pending) == 0 {
+		g.connections()
+	}
+	*f = g.pending[0]
+	g.pending = g.pending[1:]
+}
+
+// connections queues the flows of the next connection of a random active
+// session: a DNS lookup, or one or more connections to one endpoint.
+func (g *Generator) connections() {
+	r := g.r
+	s := &g.sessions[r.IntN(len(g.sessions))]
+	if s.left <= 0 {
+		g.newSession(s)
+	}
+	s.left--
+	sub := g.subs[s.sub]
+	ex := s.sub % len(g.exps)
+	g.pending = g.pending[:0]
+	if r.IntN(3) == 0 {
+		e := &g.dns[s.resolver]
+		g.pair(sub, ex, e, 60+uint64(r.IntN(40)), 90+uint64(r.IntN(300)))
+		return
+	}
+	e := &g.ends[g.zipf.Uint64()]
+	n := 1
+	if e.proto == 6 && r.IntN(3) == 0 {
+		n += 1 + r.IntN(4) // parallel connections to the same server
+	}
+	for range n {
+		// Request log-normal around 700 B; response Pareto from 2 kB.
+		up := uint64(math.Exp(math.Log(700)+0.8*r.NormFloat64())) + 40
+		dn := uint64(2000/math.Pow(1-r.Float64(), 1/1.1)) + 40
+		g.pair(sub, ex, e, up, min(dn, 20_000_000))
+	}
+}
+
+// pair queues the two flows of one connection of sub to e (request and
+// response, exported together), with some subscriber-to-subscriber and
+// transit flows mixed in.
+func (g *Generator) pair(sub flow.Pseudonym, ex int, e *endpoint, up, dn uint64) {
+	r := g.r
+	g.n += 2
+	start := g.o.StartMs + g.n*1000/int64(g.o.FlowsPerSecond) - int64(r.IntN(2000))
+	dur := int64(math.Exp(math.Log(1000) + r.NormFloat64()))
+	rtt := int64(5 + r.IntN(80))
+	f := flow.Pseudo{
+		TimeStartMs:   start,
+		TimeEndMs:     start + dur,
+		Protocol:      flow.ProtocolIPFIX,
+		Exporter:      g.exps[ex],
+		ObsDomain:     uint32(ex),
+		InIf:          uint32(1 + r.IntN(4)),
+		OutIf:         uint32(9 + r.IntN(2)),
+		Kind:          flow.KindSubscriber,
+		Direction:     flow.DirOutbound,
+		Epoch:         2900,
+		Sub:           sub,
+		SubPort:       uint16(32768 + r.IntN(28232)),
+		Remote:        e.addr,
+		RemotePort:    e.port,
+		Proto:         e.proto,
+		Bytes:         up,
+		Packets:       up/900 + 1,
+		SamplingRate:  1,
+		RemoteASN:     e.asn,
+		RemoteASOrg:   e.org,
+		RemoteCountry: e.country,
+		Provider:      e.prov,
+		Intel:         e.intel,
+		ExporterName:  g.names[ex],
+	}
+	if e.proto == 6 {
+		f.TCPFlags = 0x1b
+	}
+	back := f
+	back.Direction, back.TimeStartMs, back.Bytes, back.Packets = flow.DirInbound, min(start+rtt, f.TimeEndMs), dn, dn/1400+1
+	back.InIf, back.OutIf = f.OutIf, f.InIf
+	switch r.IntN(200) {
+	case 0:
+		f.Kind, f.Peer, f.PeerPort = flow.KindBoth, g.subs[r.IntN(len(g.subs))], 22
+		f.Remote, f.RemotePort, f.Direction = flow.Addr{}, 0, flow.DirOutbound
+		f.RemoteASN, f.RemoteASOrg, f.RemoteCountry, f.Provider, f.Intel = 0, "", "", "", ""
+		back = f
+		back.Sub, back.Peer, back.SubPort, back.PeerPort = f.Peer, f.Sub, f.PeerPort, f.SubPort
+	case 1:
+		f.Kind, f.Sub, f.SubPort, f.Direction = flow.KindTransit, flow.Pseudonym{}, 0, flow.DirUnknown
+		f.TransitSrc, f.TransitSrcPort = g.ends[r.IntN(len(g.ends))].addr, uint16(1024+r.IntN(60000))
+		back = f
+	}
+	g.pending = append(g.pending, f, back)
+}
+
+// uniform fills f with a flow drawn independently of all others.
+func (g *Generator) uniform(f *flow.Pseudo) {
 	r := g.r
 	g.n++
 	ex := r.IntN(len(g.exps))
