@@ -57,52 +57,91 @@ func ParseCompression(s string) (Compression, error) {
 	return 0, fmt.Errorf("unknown flow compression %q (allowed: zstd, arrow-zstd, arrow-lz4, none)", s)
 }
 
-// Encoder turns batches of flows into self-contained Arrow IPC streams
-// (schema, dictionaries, one record batch, end of stream), optionally
-// compressed (see Compression). It reuses one Builder and one compressor
-// between calls. An Encoder is not safe for concurrent use.
+// Encoder turns batches of flows into self-contained Arrow IPC streams,
+// optionally compressed (see Compression). With CompressionFrameZstd and
+// CompressionNone it writes the compact wire schema (WireVersion 2: rows
+// sorted by remote endpoint, per-message dictionaries, time offsets; see
+// docs/bus.md); with Arrow buffer compression it writes the flow schema
+// itself (WireVersionFlowSchema), which any Arrow reader reads as flows.
+// It reuses its buffers and compressor between calls. An Encoder is not
+// safe for concurrent use.
 type Encoder struct {
+	comp Compression
+	wire *wireEncoder
+	zenc *zstd.Encoder
+
+	// Flow-schema streams (Arrow buffer compression).
 	b    *Builder
 	buf  bytes.Buffer
 	opts []ipc.Option
-	zenc *zstd.Encoder
 }
 
 // NewEncoder returns an Encoder using compression c.
 func NewEncoder(c Compression) *Encoder {
-	e := &Encoder{b: NewBuilder(), opts: []ipc.Option{ipc.WithSchema(schema)}}
+	e := &Encoder{comp: c}
 	switch c {
-	case CompressionFrameZstd:
-		// Errors only come from invalid options.
-		e.zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
-			zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(4<<20), zstd.WithZeroFrames(true))
+	case CompressionFrameZstd, CompressionNone:
+		e.wire = newWireEncoder()
+		if c == CompressionFrameZstd {
+			// Errors only come from invalid options.
+			e.zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
+				zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(4<<20), zstd.WithZeroFrames(true))
+		}
 	case CompressionBufferZstd:
-		e.opts = append(e.opts, ipc.WithZstd())
+		e.b, e.opts = NewBuilder(), []ipc.Option{ipc.WithSchema(schema), ipc.WithZstd()}
 	case CompressionBufferLZ4:
-		e.opts = append(e.opts, ipc.WithLZ4())
+		e.b, e.opts = NewBuilder(), []ipc.Option{ipc.WithSchema(schema), ipc.WithLZ4()}
 	}
 	return e
+}
+
+// WireVersion returns the wire version of the streams e writes (the
+// value of the bus's ccflow-schema header).
+func (e *Encoder) WireVersion() int { return e.comp.WireVersion() }
+
+// WireVersion returns the wire version of streams written with c:
+// WireVersion for CompressionFrameZstd and CompressionNone,
+// WireVersionFlowSchema for Arrow buffer compression.
+func (c Compression) WireVersion() int {
+	if c == CompressionFrameZstd || c == CompressionNone {
+		return WireVersion
+	}
+	return WireVersionFlowSchema
 }
 
 // Encode appends to dst the IPC stream of flows travelling in batch id and
 // returns the extended slice.
 func (e *Encoder) Encode(dst []byte, id flow.BatchID, flows []flow.Pseudo) ([]byte, error) {
-	e.b.Reset()
-	for i := range flows {
-		e.b.Append(id, &flows[i])
-	}
-	rec := e.b.Record()
-	defer rec.Release()
-	return e.EncodeRecord(dst, rec)
+	return e.encode(dst, id, flows, nil)
 }
 
-// EncodeSelected is Encode for the flows flows[i] for i in sel, in that
-// order (a producer splitting a batch by partition uses it to avoid
-// copying flows).
+// EncodeSelected is Encode for the flows flows[i] for i in sel (a
+// producer splitting a batch by partition uses it to avoid copying
+// flows). sel must not be nil.
 func (e *Encoder) EncodeSelected(dst []byte, id flow.BatchID, flows []flow.Pseudo, sel []int32) ([]byte, error) {
+	if sel == nil {
+		sel = []int32{}
+	}
+	return e.encode(dst, id, flows, sel)
+}
+
+func (e *Encoder) encode(dst []byte, id flow.BatchID, flows []flow.Pseudo, sel []int32) ([]byte, error) {
+	if e.wire != nil {
+		stream := e.wire.encode(id, flows, sel)
+		if e.zenc != nil {
+			return e.zenc.EncodeAll(stream, dst), nil
+		}
+		return append(dst, stream...), nil
+	}
 	e.b.Reset()
-	for _, i := range sel {
-		e.b.Append(id, &flows[i])
+	if sel == nil {
+		for i := range flows {
+			e.b.Append(id, &flows[i])
+		}
+	} else {
+		for _, i := range sel {
+			e.b.Append(id, &flows[i])
+		}
 	}
 	rec := e.b.Record()
 	defer rec.Release()
@@ -110,10 +149,15 @@ func (e *Encoder) EncodeSelected(dst []byte, id flow.BatchID, flows []flow.Pseud
 }
 
 // EncodeRecord appends to dst the IPC stream of rec (a record of Schema())
-// and returns the extended slice.
+// in the flow schema (WireVersionFlowSchema), compressed as e's
+// compression says, and returns the extended slice.
 func (e *Encoder) EncodeRecord(dst []byte, rec arrow.Record) ([]byte, error) {
 	e.buf.Reset()
-	w := ipc.NewWriter(&e.buf, e.opts...)
+	opts := e.opts
+	if opts == nil {
+		opts = []ipc.Option{ipc.WithSchema(schema)}
+	}
+	w := ipc.NewWriter(&e.buf, opts...)
 	if err := w.Write(rec); err != nil {
 		_ = w.Close()
 		return dst, fmt.Errorf("write arrow record: %w", err)
@@ -131,29 +175,36 @@ func (e *Encoder) EncodeRecord(dst []byte, rec arrow.Record) ([]byte, error) {
 // memory than the decoder's limit.
 var ErrTooLarge = errors.New("arrow stream exceeds the decoder's memory limit")
 
-// Decoder reads IPC streams written by Encoder back into flows. It never
-// panics on malformed input: corrupt streams, streams of another schema and
-// streams asking for more than the memory limit are errors. A Decoder is
-// safe for concurrent use.
+// Decoder reads the IPC streams of both wire versions back into flows. It
+// never panics on malformed input: corrupt streams, streams of another
+// schema and streams asking for more than the memory limit are errors,
+// found before anything is allocated from a length the stream claims. A
+// Decoder is safe for concurrent use.
 type Decoder struct {
 	limit int64
 	zdec  *zstd.Decoder
+	wire  sync.Pool // *wireDecoder
 }
 
 // NewDecoder returns a Decoder that refuses streams needing more than
-// maxBytes of Arrow memory (after decompression); 0 means 1 GiB.
+// maxBytes of memory (decompressed stream, Arrow buffers and decoded
+// flows); 0 means 1 GiB.
 func NewDecoder(maxBytes int64) *Decoder {
 	if maxBytes <= 0 {
 		maxBytes = 1 << 30
 	}
 	// Errors only come from invalid options.
-	zdec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(maxBytes)))
-	return &Decoder{limit: maxBytes, zdec: zdec}
+	zdec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(maxBytes)),
+		zstd.WithDecoderMaxWindow(uint64(min(maxBytes, zstd.MaxWindowSize))))
+	d := &Decoder{limit: maxBytes, zdec: zdec}
+	d.wire.New = func() any { return newWireDecoder() }
+	return d
 }
 
 // Decode appends the flows of the IPC stream payload to dst and returns the
-// extended slice and the batch ID of the stream's first row (the Encoder
-// writes one batch ID per stream). On error dst is returned unchanged.
+// extended slice and the stream's batch ID. Wire version 2 streams come
+// back sorted by remote endpoint, not in the order they were encoded. On
+// error dst is returned unchanged.
 func (d *Decoder) Decode(dst []flow.Pseudo, payload []byte) (out []flow.Pseudo, id flow.BatchID, err error) {
 	start := len(dst)
 	defer func() {
@@ -166,16 +217,41 @@ func (d *Decoder) Decode(dst []flow.Pseudo, payload []byte) (out []flow.Pseudo, 
 			err = fmt.Errorf("corrupt arrow stream: %v", r)
 		}
 	}()
+	wd := d.wire.Get().(*wireDecoder)
+	defer d.wire.Put(wd)
 	if bytes.HasPrefix(payload, zstdMagic) {
 		if err := checkZstdFrame(payload, d.limit, d.limit); err != nil {
 			return dst, id, fmt.Errorf("decompress zstd frame: %w", err)
 		}
-		raw, err := d.zdec.DecodeAll(payload, nil)
+		raw, err := d.zdec.DecodeAll(payload, wd.raw[:0])
 		if err != nil {
 			return dst, id, fmt.Errorf("decompress zstd frame: %w", err)
 		}
+		if cap(raw) <= 64<<20 {
+			wd.raw = raw // keep for the next stream
+		}
 		payload = raw
 	}
+	if t, wid, base, rest, err := matchWireSchema(payload); t != nil {
+		if uintptr(unsafe.Pointer(unsafe.SliceData(payload)))%8 != 0 {
+			// Keep 8-byte buffers aligned as Arrow requires (a bare
+			// stream may sit anywhere in a fetched Kafka batch).
+			rest = append(make([]byte, 0, len(rest)), rest...)
+		}
+		out, err := wd.decode(dst, t, base, rest, d.limit/rowSize)
+		if err != nil {
+			return dst, flow.BatchID{}, err
+		}
+		return out, wid, nil
+	} else if err != ErrSchemaMismatch {
+		return dst, id, err
+	}
+	return d.decodeFlowSchema(dst, payload)
+}
+
+// decodeFlowSchema decodes a stream of the flow schema (wire version 1)
+// with Arrow's reader, after checking its framing.
+func (d *Decoder) decodeFlowSchema(dst []flow.Pseudo, payload []byte) (out []flow.Pseudo, id flow.BatchID, err error) {
 	// Arrow's schema reader trusts the counts in the schema message and can
 	// exhaust memory on a corrupt one (not a recoverable panic), so the
 	// schema message must be the one this package writes, byte for byte.
@@ -184,7 +260,7 @@ func (d *Decoder) Decode(dst []flow.Pseudo, payload []byte) (out []flow.Pseudo, 
 	}
 	// Arrow's reader allocates what the stream's lengths claim (metadata
 	// lengths even outside the allocator): check them all first.
-	if err := checkStream(payload[len(schemaMessage()):], d.limit, int64(unsafe.Sizeof(flow.Pseudo{})), numColumns); err != nil {
+	if err := checkStream(payload[len(schemaMessage()):], d.limit, rowSize, numColumns); err != nil {
 		return dst, id, err
 	}
 	mem := &limitAllocator{limit: d.limit}
@@ -202,7 +278,7 @@ func (d *Decoder) Decode(dst []flow.Pseudo, payload []byte) (out []flow.Pseudo, 
 	for r.Next() {
 		rec := r.Record()
 		rows += rec.NumRows()
-		if rows < 0 || rows > d.limit/int64(unsafe.Sizeof(flow.Pseudo{})) {
+		if rows < 0 || rows > d.limit/rowSize {
 			return dst, flow.BatchID{}, ErrTooLarge
 		}
 		if first && rec.NumRows() > 0 {

@@ -107,9 +107,10 @@ type recordBatch struct {
 
 // parseRecordBatch reads a RecordBatch table. maxNodes and maxBuffers bound
 // the vectors (a stream of a known schema has known counts). Every buffer
-// must lie inside body.
-func parseRecordBatch(t fbTable, body []byte, maxNodes, maxBuffers int) (recordBatch, error) {
-	var rb recordBatch
+// must lie inside body. The nodes and buffers are appended to those of
+// scratch, whose memory the result reuses.
+func parseRecordBatch(t fbTable, body []byte, maxNodes, maxBuffers int, scratch *recordBatch) (recordBatch, error) {
+	rb := recordBatch{nodes: scratch.nodes[:0], buffers: scratch.buffers[:0]}
 	var ok bool
 	if rb.length, ok = t.int64(0, 0); !ok || rb.length < 0 {
 		return rb, corruptf("bad record batch length")
@@ -118,22 +119,21 @@ func parseRecordBatch(t fbTable, body []byte, maxNodes, maxBuffers int) (recordB
 	if !ok || n > maxNodes {
 		return rb, corruptf("bad record batch nodes")
 	}
-	rb.nodes = make([]fieldNode, n)
-	for i := range rb.nodes {
-		rb.nodes[i] = fieldNode{int64(binary.LittleEndian.Uint64(nodes[16*i:])), int64(binary.LittleEndian.Uint64(nodes[16*i+8:]))}
+	for i := range n {
+		rb.nodes = append(rb.nodes, fieldNode{int64(binary.LittleEndian.Uint64(nodes[16*i:])), int64(binary.LittleEndian.Uint64(nodes[16*i+8:]))})
 	}
 	bufs, n, ok := t.vector(2, 16)
 	if !ok || n > maxBuffers {
 		return rb, corruptf("bad record batch buffers")
 	}
-	rb.buffers = make([]bufferRef, n)
-	for i := range rb.buffers {
+	for i := range n {
 		r := bufferRef{int64(binary.LittleEndian.Uint64(bufs[16*i:])), int64(binary.LittleEndian.Uint64(bufs[16*i+8:]))}
 		if r.offset < 0 || r.length < 0 || r.offset > int64(len(body)) || r.length > int64(len(body))-r.offset {
 			return rb, corruptf("buffer %d outside the message body", i)
 		}
-		rb.buffers[i] = r
+		rb.buffers = append(rb.buffers, r)
 	}
+	*scratch = rb
 	rb.codec = -1
 	if c, present, ok := t.optTable(3); !ok {
 		return rb, corruptf("bad body compression")
@@ -293,6 +293,7 @@ const maxStreamMessages = 256
 func checkStream(stream []byte, limit, rowSize int64, maxColumns int) error {
 	rest := stream
 	var inflated, rows int64
+	var scratch recordBatch
 	for n := 0; ; n++ {
 		m, r, ok, err := nextMessage(rest)
 		if err != nil {
@@ -312,11 +313,11 @@ func checkStream(stream []byte, limit, rowSize int64, maxColumns int) error {
 			if !ok {
 				return corruptf("dictionary batch without data")
 			}
-			if rb, err = parseRecordBatch(data, m.body, 1, 3); err != nil {
+			if rb, err = parseRecordBatch(data, m.body, 1, 3, &scratch); err != nil {
 				return err
 			}
 		case msgRecordBatch:
-			if rb, err = parseRecordBatch(m.header, m.body, maxColumns, 3*maxColumns); err != nil {
+			if rb, err = parseRecordBatch(m.header, m.body, maxColumns, 3*maxColumns, &scratch); err != nil {
 				return err
 			}
 			rows += rb.length

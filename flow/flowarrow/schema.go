@@ -1,8 +1,19 @@
 // Package flowarrow is the Arrow form of pseudonymized flows (flow.Pseudo):
 // the schema of docs/schema.md, a Builder that turns flows into Arrow
 // records while reusing its memory, readers that turn records back into
-// flows, and an Encoder/Decoder pair for Arrow IPC streams with buffer
-// compression (zstd or LZ4), which is what the bus carries.
+// flows, and an Encoder/Decoder pair for the Arrow IPC streams the bus
+// carries.
+//
+// The bus's default stream is the compact wire schema (WireVersion 2, see
+// wire.go and docs/bus.md): the same flows with reversible per-message
+// transforms (rows sorted by remote endpoint, dictionaries for addresses,
+// pseudonyms and strings, event times as offsets, the batch ID in the
+// schema metadata), written and read by code of this package that knows
+// the schema, inside one zstd frame. It is valid Arrow IPC that any Arrow
+// reader opens. Streams of the flow schema itself (WireVersionFlowSchema,
+// with Arrow buffer compression) are written and read with Arrow's IPC
+// writer and reader. The decoder checks every length of a stream against
+// the bytes present before anything is allocated from it.
 //
 // The column names and types are the ones of docs/schema.md, shared with the
 // Parquet and ClickHouse sinks. Every column is non-nullable: the zero value

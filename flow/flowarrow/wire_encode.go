@@ -1,0 +1,594 @@
+package flowarrow
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"math"
+	"math/bits"
+	"unsafe"
+
+	"github.com/ccflow/ccflow/flow"
+	flatbuffers "github.com/google/flatbuffers/go"
+)
+
+// wireEncoder writes wire streams (WireVersion 2) without Arrow's writer:
+// it knows the schema, so it writes every column straight into the
+// stream, in the sorted order, with one pass to sort and one to fill. It
+// is not safe for concurrent use; its memory is reused between streams.
+type wireEncoder struct {
+	fb     *flatbuffers.Builder
+	stream []byte
+
+	keys, tmp []uint64
+	pos       []int32
+	ri, si    []int32 // remote and sub dictionary index of each input row
+
+	addr [5]addrDict // exporter, sub, peer, remote_addr, transit_src
+	str  [7]strDict  // as_org, country, provider, intel, exporter_name, in_if_name, out_if_name
+
+	// Columns in sorted order, at full width.
+	ts, bytes, packets []uint64
+	dur                []int64
+	u32                [6][]uint32 // obs_domain, in_if, out_if, epoch, sampling_rate, remote_asn
+	u16                [4][]uint16 // sub_port, peer_port, remote_port, transit_src_port
+	u8                 [5][]uint8  // proto, tcp_flags, export_proto, kind, direction
+	idx                [12][]int16 // addr dictionaries, then string dictionaries
+
+	nodes []fieldNode
+	bufs  []bufferRef
+}
+
+// Indexes into wireEncoder.addr and .idx (string dictionaries follow at
+// len(addr)+i).
+const (
+	adExporter = iota
+	adSub
+	adPeer
+	adRemote
+	adTransit
+)
+
+// Indexes into wireEncoder.u8.
+const (
+	b8Proto = iota
+	b8Flags
+	b8ExportProto
+	b8Kind
+	b8Direction
+)
+
+func newWireEncoder() *wireEncoder {
+	e := &wireEncoder{fb: flatbuffers.NewBuilder(4096)}
+	for i := range e.str {
+		e.str[i].m = map[string]int32{}
+	}
+	return e
+}
+
+// flowAt returns the j-th flow of flows, or of flows[sel[...]] when sel is
+// not nil.
+func flowAt(flows []flow.Pseudo, sel []int32, j int) *flow.Pseudo {
+	if sel != nil {
+		return &flows[sel[j]]
+	}
+	return &flows[j]
+}
+
+// encode returns the uncompressed wire stream of the n flows (n =
+// len(sel), or len(flows) when sel is nil). The stream is valid until the
+// next call.
+func (e *wireEncoder) encode(id flow.BatchID, flows []flow.Pseudo, sel []int32) []byte {
+	n := len(flows)
+	if sel != nil {
+		n = len(sel)
+	}
+	// Time base and variant.
+	base, wide := int64(0), false
+	if n > 0 {
+		lo, hi := int64(math.MaxInt64), int64(math.MinInt64)
+		for j := 0; j < n; j++ {
+			f := flowAt(flows, sel, j)
+			lo, hi = min(lo, f.TimeStartMs), max(hi, f.TimeStartMs)
+			d := f.TimeEndMs - f.TimeStartMs
+			if d != int64(int32(d)) || f.Bytes > math.MaxUint32 || f.Packets > math.MaxUint32 {
+				wide = true
+			}
+		}
+		base = lo
+		if uint64(hi-lo) > math.MaxUint32 {
+			wide = true
+		}
+	}
+	t := &wireTemplates()[0]
+	if wide {
+		t = &wireTemplates()[1]
+	}
+	s := append(e.stream[:0], t.msg...)
+	hex.Encode(s[t.idAt:t.idAt+32], id[:])
+	putTimeBase(s[t.timeAt:t.timeAt+20], base)
+	e.stream = s
+	for lo := 0; lo < n || lo == 0; lo += wireMaxRows {
+		e.batch(flows, sel, lo, min(n, lo+wireMaxRows), base, wide)
+		if n == 0 {
+			break
+		}
+	}
+	e.stream = append(e.stream, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0)
+	return e.stream
+}
+
+// batch appends the dictionaries and the record batch of flows lo to hi.
+func (e *wireEncoder) batch(flows []flow.Pseudo, sel []int32, lo, hi int, base int64, wide bool) {
+	m := hi - lo
+	for i := range e.addr {
+		e.addr[i].reset()
+	}
+	for i := range e.str {
+		e.str[i].reset()
+	}
+	e.keys = grow(e.keys, m)
+	e.tmp = grow(e.tmp, m)
+	e.pos = grow(e.pos, m)
+	e.ri = grow(e.ri, m)
+	e.si = grow(e.si, m)
+
+	// Pass 1: sort keys (remote, remote port, subscriber, input row). The
+	// row is in the low bits, so the sort is stable without sorting them.
+	remote, sub := &e.addr[adRemote], &e.addr[adSub]
+	for j := 0; j < m; j++ {
+		f := flowAt(flows, sel, lo+j)
+		e.ri[j] = remote.index((*[16]byte)(&f.Remote))
+		e.si[j] = sub.index((*[16]byte)(&f.Sub))
+	}
+	rowBits := bits.Len(uint(max(m-1, 1)))
+	subBits := bits.Len(uint(max(len(sub.vals)-1, 1)))
+	remBits := bits.Len(uint(max(len(remote.vals)-1, 1)))
+	for j := 0; j < m; j++ {
+		f := flowAt(flows, sel, lo+j)
+		e.keys[j] = (uint64(e.ri[j])<<(16+subBits)|uint64(f.RemotePort)<<subBits|uint64(e.si[j]))<<rowBits | uint64(j)
+	}
+	radixSort(e.keys[:m], e.tmp[:m], rowBits, rowBits+subBits+16+remBits)
+	rowMask := uint64(1)<<rowBits - 1
+	for i, k := range e.keys[:m] {
+		e.pos[k&rowMask] = int32(i)
+	}
+
+	// Pass 2: every column, written at the row's sorted position.
+	e.ts, e.bytes, e.packets = grow(e.ts, m), grow(e.bytes, m), grow(e.packets, m)
+	e.dur = grow(e.dur, m)
+	for i := range e.u32 {
+		e.u32[i] = grow(e.u32[i], m)
+	}
+	for i := range e.u16 {
+		e.u16[i] = grow(e.u16[i], m)
+	}
+	for i := range e.u8 {
+		e.u8[i] = grow(e.u8[i], m)
+	}
+	for i := range e.idx {
+		e.idx[i] = grow(e.idx[i], m)
+	}
+	ts, dur, byt, pkt := e.ts[:m], e.dur[:m], e.bytes[:m], e.packets[:m]
+	obs, inIf, outIf, epoch, samp, asn := e.u32[0][:m], e.u32[1][:m], e.u32[2][:m], e.u32[3][:m], e.u32[4][:m], e.u32[5][:m]
+	subPort, peerPort, remPort, trPort := e.u16[0][:m], e.u16[1][:m], e.u16[2][:m], e.u16[3][:m]
+	proto, flags, eproto, kind, dir := e.u8[0][:m], e.u8[1][:m], e.u8[2][:m], e.u8[3][:m], e.u8[4][:m]
+	xExp, xSub, xPeer, xRem, xTr := e.idx[0][:m], e.idx[1][:m], e.idx[2][:m], e.idx[3][:m], e.idx[4][:m]
+	xOrg, xCC, xProv, xIntel, xExpName, xInName, xOutName := e.idx[5][:m], e.idx[6][:m], e.idx[7][:m], e.idx[8][:m], e.idx[9][:m], e.idx[10][:m], e.idx[11][:m]
+	exp, peer, tr := &e.addr[adExporter], &e.addr[adPeer], &e.addr[adTransit]
+	org, cc, prov, intel, expName, inName, outName := &e.str[0], &e.str[1], &e.str[2], &e.str[3], &e.str[4], &e.str[5], &e.str[6]
+	pos := e.pos[:m]
+	for j := range pos {
+		f := flowAt(flows, sel, lo+j)
+		i := pos[j]
+		ts[i] = uint64(f.TimeStartMs - base)
+		dur[i] = f.TimeEndMs - f.TimeStartMs
+		byt[i], pkt[i] = f.Bytes, f.Packets
+		obs[i], inIf[i], outIf[i], epoch[i], samp[i], asn[i] = f.ObsDomain, f.InIf, f.OutIf, f.Epoch, f.SamplingRate, f.RemoteASN
+		subPort[i], peerPort[i], remPort[i], trPort[i] = f.SubPort, f.PeerPort, f.RemotePort, f.TransitSrcPort
+		proto[i], flags[i] = f.Proto, f.TCPFlags
+		eproto[i] = enumByte(uint8(f.Protocol), len(protocolDict))
+		kind[i] = enumByte(uint8(f.Kind), len(kindDict))
+		dir[i] = enumByte(uint8(f.Direction), len(directionDict))
+		xRem[i], xSub[i] = int16(e.ri[j]), int16(e.si[j])
+		xExp[i] = int16(exp.index((*[16]byte)(&f.Exporter)))
+		xPeer[i] = int16(peer.index((*[16]byte)(&f.Peer)))
+		xTr[i] = int16(tr.index((*[16]byte)(&f.TransitSrc)))
+		xOrg[i] = int16(org.index(f.RemoteASOrg))
+		xCC[i] = int16(cc.index(f.RemoteCountry))
+		xProv[i] = int16(prov.index(f.Provider))
+		xIntel[i] = int16(intel.index(f.Intel))
+		xExpName[i] = int16(expName.index(f.ExporterName))
+		xInName[i] = int16(inName.index(f.InIfName))
+		xOutName[i] = int16(outName.index(f.OutIfName))
+	}
+
+	// Dictionaries, in dictionary ID order (column order).
+	for c := range wireCols {
+		col := &wireCols[c]
+		switch col.kind {
+		case wkEnum:
+			e.appendStringDict(col.dictID, enumNamesOf(c))
+		case wkAddr:
+			e.appendAddrDict(col.dictID, e.addr[addrDictOf(c)].vals)
+		case wkStr:
+			e.appendStringDict(col.dictID, e.str[strDictOf(c)].vals)
+		}
+	}
+
+	// The record batch: metadata, then the body, column by column.
+	e.nodes, e.bufs = e.nodes[:0], e.bufs[:0]
+	off := int64(0)
+	for c := range wireCols {
+		w := wireCols[c].width
+		if wide {
+			w = wireCols[c].wideWidth
+		}
+		size := int64(m * w)
+		e.nodes = append(e.nodes, fieldNode{int64(m), 0})
+		e.bufs = append(e.bufs, bufferRef{off, 0}, bufferRef{off, size})
+		off += pad8(size)
+	}
+	e.appendMessage(msgRecordBatch, e.fbRecordBatch(int64(m)), off)
+	s := e.stream
+	start := len(s)
+	s = append(s, make([]byte, off)...)
+	body := s[start:]
+	for c := range wireCols {
+		dst := body[e.bufs[2*c+1].offset:]
+		switch c {
+		case wTimeStart:
+			if wide {
+				copy(dst, sliceBytes(ts))
+			} else {
+				narrow[uint32](dst, ts)
+			}
+		case wDuration:
+			if wide {
+				copy(dst, sliceBytes(dur))
+			} else {
+				narrow[int32](dst, dur)
+			}
+		case wBytes, wPackets:
+			v := byt
+			if c == wPackets {
+				v = pkt
+			}
+			if wide {
+				copy(dst, sliceBytes(v))
+			} else {
+				narrow[uint32](dst, v)
+			}
+		case wExportProto:
+			copy(dst, eproto)
+		case wKind:
+			copy(dst, kind)
+		case wDirection:
+			copy(dst, dir)
+		case wProto:
+			copy(dst, proto)
+		case wTCPFlags:
+			copy(dst, flags)
+		case wObsDomain:
+			copy(dst, sliceBytes(obs))
+		case wInIf:
+			copy(dst, sliceBytes(inIf))
+		case wOutIf:
+			copy(dst, sliceBytes(outIf))
+		case wEpoch:
+			copy(dst, sliceBytes(epoch))
+		case wSamplingRate:
+			copy(dst, sliceBytes(samp))
+		case wRemoteASN:
+			copy(dst, sliceBytes(asn))
+		case wSubPort:
+			copy(dst, sliceBytes(subPort))
+		case wPeerPort:
+			copy(dst, sliceBytes(peerPort))
+		case wRemotePort:
+			copy(dst, sliceBytes(remPort))
+		case wTransitSrcPort:
+			copy(dst, sliceBytes(trPort))
+		default:
+			if d := addrDictOf(c); d >= 0 {
+				copy(dst, sliceBytes(e.idx[d][:m]))
+			} else {
+				copy(dst, sliceBytes(e.idx[len(e.addr)+strDictOf(c)][:m]))
+			}
+		}
+	}
+	e.stream = s
+}
+
+// addrDictOf returns the addrDict of wire column c, or -1.
+func addrDictOf(c int) int {
+	switch c {
+	case wExporter:
+		return adExporter
+	case wSub:
+		return adSub
+	case wPeer:
+		return adPeer
+	case wRemote:
+		return adRemote
+	case wTransitSrc:
+		return adTransit
+	}
+	return -1
+}
+
+// strDictOf returns the strDict of wire column c, or -1.
+func strDictOf(c int) int {
+	if c >= wASOrg && c <= wOutIfName {
+		return c - wASOrg
+	}
+	return -1
+}
+
+func enumByte(v uint8, n int) uint8 {
+	if int(v) >= n {
+		return 0 // "unknown", as Builder does
+	}
+	return v
+}
+
+func pad8(n int64) int64 { return (n + 7) &^ 7 }
+
+// grow returns s with length at least n (contents unspecified).
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n, n+n/4)
+	}
+	return s[:n]
+}
+
+// narrow writes the values of src as little-endian T into dst.
+func narrow[T int32 | uint32, S int64 | uint64](dst []byte, src []S) {
+	_ = dst[:4*len(src)]
+	for i, v := range src {
+		binary.LittleEndian.PutUint32(dst[4*i:], uint32(T(v)))
+	}
+}
+
+// appendMessage appends an encapsulated message with the flatbuffer
+// header just built, declaring a body of bodyLen bytes (appended by the
+// caller).
+func (e *wireEncoder) appendMessage(kind byte, header flatbuffers.UOffsetT, bodyLen int64) {
+	b := e.fb
+	b.StartObject(5)
+	b.PrependInt64Slot(3, bodyLen, 0)
+	b.PrependUOffsetTSlot(2, header, 0)
+	b.PrependInt16Slot(0, 4, 0) // MetadataVersion V5
+	b.PrependByteSlot(1, kind, 0)
+	b.Finish(b.EndObject())
+	meta := b.FinishedBytes()
+	padded := pad8(int64(len(meta)))
+	s := binary.LittleEndian.AppendUint32(e.stream, ipcContinuation)
+	s = binary.LittleEndian.AppendUint32(s, uint32(padded))
+	s = append(s, meta...)
+	s = append(s, make([]byte, padded-int64(len(meta)))...)
+	e.stream = s
+	b.Reset()
+}
+
+// fbRecordBatch builds a RecordBatch table of e.nodes and e.bufs.
+func (e *wireEncoder) fbRecordBatch(length int64) flatbuffers.UOffsetT {
+	b := e.fb
+	b.StartVector(16, len(e.nodes), 8)
+	for i := len(e.nodes) - 1; i >= 0; i-- {
+		b.Prep(8, 16)
+		b.PrependInt64(e.nodes[i].nulls)
+		b.PrependInt64(e.nodes[i].length)
+	}
+	nodes := b.EndVector(len(e.nodes))
+	b.StartVector(16, len(e.bufs), 8)
+	for i := len(e.bufs) - 1; i >= 0; i-- {
+		b.Prep(8, 16)
+		b.PrependInt64(e.bufs[i].length)
+		b.PrependInt64(e.bufs[i].offset)
+	}
+	bufs := b.EndVector(len(e.bufs))
+	b.StartObject(5)
+	b.PrependInt64Slot(0, length, 0)
+	b.PrependUOffsetTSlot(1, nodes, 0)
+	b.PrependUOffsetTSlot(2, bufs, 0)
+	return b.EndObject()
+}
+
+// appendDictMessage appends a DictionaryBatch message for dictionary id
+// of k values whose buffers e.bufs describe; the caller appends the body.
+func (e *wireEncoder) appendDictMessage(id int64, k int, bodyLen int64) {
+	e.nodes = append(e.nodes[:0], fieldNode{int64(k), 0})
+	rb := e.fbRecordBatch(int64(k))
+	b := e.fb
+	b.StartObject(3)
+	b.PrependInt64Slot(0, id, 0)
+	b.PrependUOffsetTSlot(1, rb, 0)
+	e.appendMessage(msgDictionaryBatch, b.EndObject(), bodyLen)
+}
+
+func (e *wireEncoder) appendAddrDict(id int64, vals [][16]byte) {
+	size := int64(16 * len(vals))
+	e.bufs = append(e.bufs[:0], bufferRef{0, 0}, bufferRef{0, size})
+	e.appendDictMessage(id, len(vals), pad8(size))
+	e.stream = append(e.stream, sliceBytes(vals)...)
+	e.stream = append(e.stream, make([]byte, pad8(size)-size)...)
+}
+
+func (e *wireEncoder) appendStringDict(id int64, vals []string) {
+	offSize := int64(4 * (len(vals) + 1))
+	data := int64(0)
+	for _, v := range vals {
+		data += int64(len(v))
+	}
+	e.bufs = append(e.bufs[:0], bufferRef{0, 0}, bufferRef{0, offSize}, bufferRef{pad8(offSize), data})
+	e.appendDictMessage(id, len(vals), pad8(offSize)+pad8(data))
+	s := e.stream
+	o := uint32(0)
+	s = binary.LittleEndian.AppendUint32(s, 0)
+	for _, v := range vals {
+		o += uint32(len(v))
+		s = binary.LittleEndian.AppendUint32(s, o)
+	}
+	s = append(s, make([]byte, pad8(offSize)-offSize)...)
+	for _, v := range vals {
+		s = append(s, v...)
+	}
+	e.stream = append(s, make([]byte, pad8(data)-data)...)
+}
+
+// radixSort sorts keys by bits [lo, hi) (LSD, stable), using tmp.
+func radixSort(keys, tmp []uint64, lo, hi int) {
+	if len(keys) < 2 {
+		return
+	}
+	const digit = 11
+	var count [1 << digit]int32
+	src, dst := keys, tmp
+	for shift := lo; shift < hi; shift += digit {
+		clear(count[:])
+		for _, k := range src {
+			count[(k>>shift)&(1<<digit-1)]++
+		}
+		if int(count[(src[0]>>shift)&(1<<digit-1)]) == len(src) {
+			continue // one value: nothing moves
+		}
+		sum := int32(0)
+		for i, c := range count {
+			count[i] = sum
+			sum += c
+		}
+		for _, k := range src {
+			d := (k >> shift) & (1<<digit - 1)
+			dst[count[d]] = k
+			count[d]++
+		}
+		src, dst = dst, src
+	}
+	if &src[0] != &keys[0] {
+		copy(keys, src)
+	}
+}
+
+// addrDict dictionary-encodes 16-byte values with an open-addressing hash
+// table that holds the keys (one cache line a probe) and grows with the
+// values, so a column with few values costs little to reset.
+type addrDict struct {
+	slots   []addrSlot
+	vals    [][16]byte
+	last    [16]byte
+	lastIdx int32
+}
+
+type addrSlot struct {
+	key [16]byte
+	idx int32 // index + 1; 0 = empty
+}
+
+func (d *addrDict) reset() {
+	if want := max(64, 1<<bits.Len(uint(4*len(d.vals)))); len(d.slots) == 0 || len(d.slots) > 4*want {
+		// Size for the last batch: a batch after a much larger one
+		// clears little.
+		d.slots = make([]addrSlot, want)
+	} else {
+		clear(d.slots)
+	}
+	d.vals = d.vals[:0]
+	d.lastIdx = -1
+}
+
+func hash16(k *[16]byte) uint64 {
+	lo := binary.LittleEndian.Uint64(k[:8])
+	hi := binary.LittleEndian.Uint64(k[8:])
+	return ((lo * 0x9E3779B97F4A7C15) ^ hi) * 0xC2B2AE3D27D4EB4F
+}
+
+func (d *addrDict) index(k *[16]byte) int32 {
+	if d.lastIdx >= 0 && *k == d.last {
+		return d.lastIdx
+	}
+	mask := uint64(len(d.slots) - 1)
+	i := (hash16(k) >> 32) & mask
+	for {
+		s := &d.slots[i]
+		if s.idx == 0 {
+			break
+		}
+		if s.key == *k {
+			d.last, d.lastIdx = *k, s.idx-1
+			return s.idx - 1
+		}
+		i = (i + 1) & mask
+	}
+	idx := int32(len(d.vals))
+	d.vals = append(d.vals, *k)
+	d.slots[i] = addrSlot{*k, idx + 1}
+	if 2*len(d.vals) > len(d.slots) {
+		d.rehash()
+	}
+	d.last, d.lastIdx = *k, idx
+	return idx
+}
+
+func (d *addrDict) rehash() {
+	d.slots = make([]addrSlot, 2*len(d.slots))
+	mask := uint64(len(d.slots) - 1)
+	for v := range d.vals {
+		i := (hash16(&d.vals[v]) >> 32) & mask
+		for d.slots[i].idx != 0 {
+			i = (i + 1) & mask
+		}
+		d.slots[i] = addrSlot{d.vals[v], int32(v) + 1}
+	}
+}
+
+// strDict dictionary-encodes strings. Strings of flows are interned by
+// the enricher (equal values share their bytes), so a small cache keyed by
+// the string's address answers most lookups without hashing the string.
+type strDict struct {
+	cache [256]strSlot
+	gen   uint32
+	m     map[string]int32
+	vals  []string
+	empty int32 // index of "" + 1, 0 when not seen
+}
+
+type strSlot struct {
+	p   *byte
+	n   int
+	idx int32
+	gen uint32
+}
+
+func (d *strDict) reset() {
+	d.gen++
+	if d.gen == 0 {
+		d.cache = [256]strSlot{}
+		d.gen = 1
+	}
+	clear(d.m)
+	d.vals = d.vals[:0]
+	d.empty = 0
+}
+
+func (d *strDict) index(s string) int32 {
+	if len(s) == 0 {
+		if d.empty == 0 {
+			d.vals = append(d.vals, "")
+			d.empty = int32(len(d.vals))
+		}
+		return d.empty - 1
+	}
+	p := unsafe.StringData(s)
+	c := &d.cache[(uintptr(unsafe.Pointer(p))>>3^uintptr(len(s)))&255]
+	if c.gen == d.gen && c.p == p && c.n == len(s) {
+		return c.idx
+	}
+	i, ok := d.m[s]
+	if !ok {
+		i = int32(len(d.vals))
+		d.vals = append(d.vals, s)
+		d.m[s] = i
+	}
+	*c = strSlot{p, len(s), i, d.gen}
+	return i
+}
