@@ -100,8 +100,11 @@ var (
 
 // Kafka message headers.
 const (
-	// HeaderSchema holds the flow schema version (flowarrow.SchemaVersion)
-	// in decimal; consumers dead-letter other versions.
+	// HeaderSchema holds the wire version of the message's Arrow stream
+	// in decimal: 2 (flowarrow.WireVersion, the compact wire schema of the
+	// zstd and none compressions) or 1 (flowarrow.WireVersionFlowSchema,
+	// the flow schema as is, with Arrow buffer compression). Consumers
+	// read both and dead-letter other versions.
 	HeaderSchema = "ccflow-schema"
 	// HeaderBatch holds the 16-byte batch ID of the message.
 	HeaderBatch = "ccflow-batch"

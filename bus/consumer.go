@@ -166,8 +166,8 @@ func (c *KafkaConsumer) decode(m kafka.Message) (Delivery, string, error) {
 			version = string(h.Value)
 		}
 	}
-	if version != strconv.Itoa(flowarrow.SchemaVersion) {
-		return Delivery{}, "schema_version", fmt.Errorf("schema version %q, want %d", version, flowarrow.SchemaVersion)
+	if version != strconv.Itoa(flowarrow.WireVersion) && version != strconv.Itoa(flowarrow.WireVersionFlowSchema) {
+		return Delivery{}, "schema_version", fmt.Errorf("schema version %q, want %d or %d", version, flowarrow.WireVersion, flowarrow.WireVersionFlowSchema)
 	}
 	flows, id, err := c.dec.Decode(nil, m.Value)
 	if err != nil {

@@ -261,23 +261,27 @@ func (p *KafkaProducer) encode(b flow.Batch, parts int) ([]kafka.Message, int64,
 			if err != nil {
 				return nil, 0, err
 			}
-			msgs = append(msgs, newMessage(k, id, len(chunk), val))
+			msgs = append(msgs, newMessage(k, id, len(chunk), val, p.comp.WireVersion()))
 			size += int64(len(val))
 		}
 	}
 	return msgs, size, nil
 }
 
-var schemaHeader = []byte(strconv.Itoa(flowarrow.SchemaVersion))
+// wireHeaders holds the ccflow-schema header value of each wire version.
+var wireHeaders = map[int][]byte{
+	flowarrow.WireVersionFlowSchema: []byte(strconv.Itoa(flowarrow.WireVersionFlowSchema)),
+	flowarrow.WireVersion:           []byte(strconv.Itoa(flowarrow.WireVersion)),
+}
 
-func newMessage(partition int, id flow.BatchID, flows int, val []byte) kafka.Message {
+func newMessage(partition int, id flow.BatchID, flows int, val []byte, wire int) kafka.Message {
 	key := make([]byte, 4)
 	binary.BigEndian.PutUint32(key, uint32(partition))
 	return kafka.Message{
 		Key:   key,
 		Value: val,
 		Headers: []kafka.Header{
-			{Key: HeaderSchema, Value: schemaHeader},
+			{Key: HeaderSchema, Value: wireHeaders[wire]},
 			{Key: HeaderBatch, Value: append([]byte(nil), id[:]...)},
 			{Key: HeaderFlows, Value: []byte(strconv.Itoa(flows))},
 		},
