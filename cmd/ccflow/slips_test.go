@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"math"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -109,12 +112,77 @@ func TestSlipsThroughRealExportPath(t *testing.T) {
 				t.Fatal("141.193.213.21:443 is not a candidate")
 			}
 			t.Logf("%.3f %s", top.Score, top.Explanation)
-			// The loop sleeps 2 s and each curl takes about 0.2 s: the
-			// median interval in the capture is 2.20 s.
-			if top.PeriodS < 1.8 || top.PeriodS > 2.3 {
-				t.Errorf("period %.2f s, want 2 s (+0.2 s for the request)", top.PeriodS)
-			}
+			checkSlipsPeriod(t, top.PeriodS)
 		})
+	}
+}
+
+// slipsTruth is the beacon's period in test-cc-capture-1 measured from the
+// packets, independently of any flow exporter or of the detector: the
+// median gap between the first SYNs of consecutive connections from
+// 147.32.80.37 to 141.193.213.21:443, read with tshark. (294 gaps: median
+// 2.2044 s, mode 2.19 s, quartiles 2.193 and 2.220 s, shortest 2.180 s;
+// 14% of the requests were slow, 2.6-2.7 s, and 3 gaps of 4.4 s span two
+// beats. The loop sleeps 2 s, then curl connects and makes its request.)
+func slipsTruth(t *testing.T) float64 {
+	t.Helper()
+	tshark := testenv.Tool(t, "tshark")
+	pcap := testenv.Data(t, "slips-test-cc", "test-cc-capture-1.pcap")
+	out, err := exec.Command(tshark, "-r", pcap, "-Y", "tcp.flags.syn==1 && tcp.flags.ack==0 && ip.dst==141.193.213.21 && tcp.dstport==443",
+		"-T", "fields", "-e", "frame.time_epoch", "-e", "tcp.srcport").Output()
+	if err != nil {
+		t.Fatalf("tshark: %v", err)
+	}
+	seen := map[string]bool{}
+	var starts []float64
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		ts, port, ok := strings.Cut(line, "\t")
+		if !ok || seen[port] { // a retransmitted SYN is not a new connection
+			continue
+		}
+		seen[port] = true
+		v, err := strconv.ParseFloat(ts, 64)
+		if err != nil {
+			t.Fatalf("tshark output %q: %v", line, err)
+		}
+		starts = append(starts, v)
+	}
+	slices.Sort(starts)
+	var gaps []float64
+	for i := 1; i < len(starts); i++ {
+		gaps = append(gaps, starts[i]-starts[i-1])
+	}
+	if len(gaps) < 100 {
+		t.Fatalf("tshark found %d connections", len(starts))
+	}
+	slices.Sort(gaps)
+	m := gaps[len(gaps)/2]
+	if len(gaps)%2 == 0 {
+		m = (gaps[len(gaps)/2-1] + m) / 2
+	}
+	return m
+}
+
+// checkSlipsPeriod checks the period the detector reports for the Slips
+// beacon. Issue 4 asks for "2 s ± 10%", i.e. at most 2.2 s; the capture's
+// true period, measured from its packets (slipsTruth), is 2.204 s: the 2 s
+// sleep plus the request. No estimator of the period (the median, the
+// interquartile mean) lands inside the issue's band on this capture, so
+// the test holds the estimate to 1% of the measured period instead, a
+// band a fifth as wide as the issue's (docs/detection.md records the
+// evidence).
+func checkSlipsPeriod(t *testing.T, got float64) {
+	t.Helper()
+	truth := slipsTruth(t)
+	t.Logf("period %.3f s; measured from the packets: %.4f s", got, truth)
+	if got > 2.2 {
+		t.Logf("outside issue 4's 2 s ± 10%% by %.3f s, as is the measured period (by %.4f s)", got-2.2, truth-2.2)
+	}
+	if truth < 2.18 || truth > 2.23 {
+		t.Errorf("measured period %.4f s, want 2.18-2.23 s (the capture changed?)", truth)
+	}
+	if math.Abs(got-truth) > 0.01*truth {
+		t.Errorf("period %.3f s, want %.4f s ± 1%% (the packets' median gap)", got, truth)
 	}
 }
 
