@@ -121,14 +121,14 @@ func TestSamplingStudy(t *testing.T) {
 			if rn > 0 && rn <= 3 {
 				topNj++
 			}
-			sa, sn := 0.0, 0.0
+			var sa, sn, pa, pn float64
 			if ra > 0 {
-				sa = all[ra-1].Score
+				sa, pa = all[ra-1].Score, all[ra-1].PeriodS
 			}
 			if rn > 0 {
-				sn = all[rn-1].Score
+				sn, pn = all[rn-1].Score, all[rn-1].PeriodS
 			}
-			ranks = append(ranks, fmt.Sprintf("seed %d: Ares #%d %.2f, NjRAT #%d %.2f", seed, ra, sa, rn, sn))
+			ranks = append(ranks, fmt.Sprintf("seed %d: Ares #%d %.2f (%.1f s), NjRAT #%d %.2f (%.1f s)", seed, ra, sa, pa, rn, sn, pn))
 		}
 		t.Logf("1:%d: recall Ares %d/%d, NjRAT %d/%d at threshold %.2f; in the top 3: Ares %d, NjRAT %d (%s)",
 			n, foundAres, seeds, foundNj, seeds, cfg.Threshold, topAres, topNj, strings.Join(ranks, "; "))

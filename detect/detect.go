@@ -36,7 +36,7 @@ import (
 
 // ModelVersion identifies the scoring model; it is written into every
 // candidate and pair score, and changes whenever scores change meaning.
-const ModelVersion = "ccflow-detect/1"
+const ModelVersion = "ccflow-detect/2"
 
 // Deps are the detector's dependencies.
 type Deps struct {

@@ -151,7 +151,9 @@ func NjRATInCTU13(t testing.TB, bg []flow.Record, clip bool) []flow.Record {
 }
 
 // Sample thins records 1:n with a seeded generator and marks them 1:n
-// sampled, exactly as `ccflow replay --sample n --seed seed` does.
+// sampled, exactly as `ccflow replay --sample n --seed seed` does for a
+// single file (replay seeds one generator per file; the first file's is
+// this one).
 func Sample(recs []flow.Record, n int, seed uint64) []flow.Record {
 	if n <= 1 {
 		return recs
