@@ -102,13 +102,17 @@ func (p *KafkaProducer) Start(ctx context.Context) error {
 		MaxAttempts:     p.cfg.MaxAttempts,
 		WriteBackoffMin: p.cfg.RetryBackoff,
 		WriteBackoffMax: 10 * p.cfg.RetryBackoff,
-		BatchSize:       1 << 20,
-		BatchBytes:      int64(p.cfg.MaxMessageBytes),
-		BatchTimeout:    time.Millisecond,
-		ReadTimeout:     p.cfg.WriteTimeout,
-		WriteTimeout:    p.cfg.WriteTimeout,
-		RequiredAcks:    kafka.RequireAll,
-		Transport:       &kafka.Transport{DialTimeout: 3 * time.Second, IdleTimeout: time.Minute, MetadataTTL: 10 * time.Second},
+		// kafka-go allocates (and zeroes) BatchSize messages for every
+		// partition batch it builds: 1<<20 cost 168 MB per request and half
+		// of the process's CPU. Messages here are tens to hundreds of kB,
+		// so BatchBytes is what bounds a request; 256 is never reached.
+		BatchSize:    256,
+		BatchBytes:   int64(p.cfg.MaxMessageBytes),
+		BatchTimeout: time.Millisecond,
+		ReadTimeout:  p.cfg.WriteTimeout,
+		WriteTimeout: p.cfg.WriteTimeout,
+		RequiredAcks: kafka.RequireAll,
+		Transport:    &kafka.Transport{DialTimeout: 3 * time.Second, IdleTimeout: time.Minute, MetadataTTL: 10 * time.Second},
 	}
 	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err := p.ensureTopic(tctx)

@@ -221,19 +221,31 @@ func gatherValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
 }
 
 // BenchmarkKafkaEndToEnd measures flows per second through the real broker
-// (encode, produce with acks=all, fetch, decode) with one producer and one
-// consumer in this process, and the bytes per flow on the wire. Each
-// iteration is one batch of 65,536 flows.
+// (encode, produce with acks=all, fetch, decode, commit every message) with
+// one producer and one consumer in this process, the bytes per flow on the
+// wire, and the CPU time per flow: of this process (producer and
+// consumer), of the broker (when its pid is known: scripts/kafka.sh's
+// state directory, KAFKA_STATE_DIR or .kafka/run, holding this broker's
+// address) and both. CPU time is what a loaded, shared machine does not
+// distort: 2e9 / cpu-ns/flow is the rate two otherwise idle cores would
+// sustain. Each iteration is one batch of 65,536 flows of flowtest's
+// default population, split over the topic's partitions.
 //
 //	make kafka-up   # prints KAFKA_ADDR=...
 //	CCFLOW_TEST_KAFKA=127.0.0.1:PORT go test ./bus -run '^$' -bench KafkaEndToEnd -benchtime 40x
 func BenchmarkKafkaEndToEnd(b *testing.B) {
+	for _, parts := range []int{4, 8} {
+		b.Run("p"+strconv.Itoa(parts), func(b *testing.B) { benchKafkaEndToEnd(b, parts) })
+	}
+}
+
+func benchKafkaEndToEnd(b *testing.B, partitions int) {
 	brokers := realBroker(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cfg := testConfig(b, brokers)
 	cfg.Spool.Dir = "" // measure the direct path
-	cfg.Partitions = 4
+	cfg.Partitions = partitions
 	reg := prometheus.NewRegistry()
 	deps := Deps{Registerer: reg}
 	c, err := NewKafkaConsumer(cfg, deps)
@@ -256,9 +268,12 @@ func BenchmarkKafkaEndToEnd(b *testing.B) {
 	const perBatch = 65536
 	pool := flowtest.New(31, flowtest.Options{}).Flows(8 * perBatch)
 	waitGroupStable(ctx, b, brokers, cfg.Group, 1)
+	brokerPid := brokerPID(brokers[0])
 
+	runtime.GC()
 	b.ResetTimer()
 	start := time.Now()
+	cpu0, bcpu0 := processCPU(os.Getpid()), processCPU(brokerPid)
 	var got atomic.Int64
 	done := make(chan struct{})
 	go func() {
@@ -300,9 +315,62 @@ func BenchmarkKafkaEndToEnd(b *testing.B) {
 	produced := time.Since(start)
 	<-done
 	el := time.Since(start)
+	cpu, bcpu := processCPU(os.Getpid())-cpu0, processCPU(brokerPid)-bcpu0
 	b.StopTimer()
 	flows := float64(b.N * perBatch)
 	b.ReportMetric(flows/el.Seconds(), "flows/s")
 	b.ReportMetric(flows/produced.Seconds(), "produced-flows/s")
 	b.ReportMetric(testutil.ToFloat64(p.m.producedBytes)/flows, "wireB/flow")
+	b.ReportMetric(float64(cpu.Nanoseconds())/flows, "go-cpu-ns/flow")
+	if brokerPid > 0 {
+		b.ReportMetric(float64(bcpu.Nanoseconds())/flows, "broker-cpu-ns/flow")
+		b.ReportMetric(float64((cpu + bcpu).Nanoseconds())/flows, "cpu-ns/flow")
+	}
+	b.ReportMetric(0, "ns/op")
 }
+
+// brokerPID returns the pid of the scripts/kafka.sh broker listening on
+// addr, or 0 when its state directory is not found.
+func brokerPID(addr string) int {
+	dirs := []string{os.Getenv("KAFKA_STATE_DIR")}
+	if root, err := os.Getwd(); err == nil {
+		dirs = append(dirs, filepath.Join(root, "..", ".kafka", "run"))
+	}
+	for _, d := range dirs {
+		if d == "" {
+			continue
+		}
+		a, err1 := os.ReadFile(filepath.Join(d, "addr"))
+		p, err2 := os.ReadFile(filepath.Join(d, "broker.pid"))
+		if err1 != nil || err2 != nil || strings.TrimSpace(string(a)) != addr {
+			continue
+		}
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(p))); err == nil {
+			return pid
+		}
+	}
+	return 0
+}
+
+// processCPU returns the user+system CPU time of process pid so far (0
+// when unknown), from /proc/PID/stat.
+func processCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (which may hold spaces) start after ")".
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times (100 on Linux).
+const clockTicks = 100
