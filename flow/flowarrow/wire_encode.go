@@ -20,41 +20,27 @@ type wireEncoder struct {
 	stream []byte
 
 	keys, tmp []uint64
-	pos       []int32
-	ri, si    []int32 // remote and sub dictionary index of each input row
 
 	addr [5]addrDict // exporter, sub, peer, remote_addr, transit_src
 	str  [7]strDict  // as_org, country, provider, intel, exporter_name, in_if_name, out_if_name
 
-	// Columns in sorted order, at full width.
-	ts, bytes, packets []uint64
-	dur                []int64
-	u32                [6][]uint32 // obs_domain, in_if, out_if, epoch, sampling_rate, remote_asn
-	u16                [4][]uint16 // sub_port, peer_port, remote_port, transit_src_port
-	u8                 [5][]uint8  // proto, tcp_flags, export_proto, kind, direction
-	idx                [12][]int16 // addr dictionaries, then string dictionaries
+	// rows holds the columns of each input row, packed, so the flows are
+	// read once (they are large and rarely in cache) and the sorted
+	// order is gathered from this smaller array.
+	rows []wireRow
 
 	nodes []fieldNode
 	bufs  []bufferRef
 }
 
-// Indexes into wireEncoder.addr and .idx (string dictionaries follow at
-// len(addr)+i).
+// Indexes into wireEncoder.addr and wireRow.idx (string dictionaries
+// follow at len(addr)+i).
 const (
 	adExporter = iota
 	adSub
 	adPeer
 	adRemote
 	adTransit
-)
-
-// Indexes into wireEncoder.u8.
-const (
-	b8Proto = iota
-	b8Flags
-	b8ExportProto
-	b8Kind
-	b8Direction
 )
 
 func newWireEncoder() *wireEncoder {
@@ -128,79 +114,49 @@ func (e *wireEncoder) batch(flows []flow.Pseudo, sel []int32, lo, hi int, base i
 	}
 	e.keys = grow(e.keys, m)
 	e.tmp = grow(e.tmp, m)
-	e.pos = grow(e.pos, m)
-	e.ri = grow(e.ri, m)
-	e.si = grow(e.si, m)
 
-	// Pass 1: sort keys (remote, remote port, subscriber, input row). The
-	// row is in the low bits, so the sort is stable without sorting them.
+	// Pass 1, input order: every column of each row into rows, and the
+	// sort key (remote, remote port, subscriber, input row). The row is in
+	// the low bits, so the sort is stable without sorting them.
+	e.rows = grow(e.rows, m)
+	rows := e.rows[:m]
 	remote, sub := &e.addr[adRemote], &e.addr[adSub]
-	for j := 0; j < m; j++ {
+	exp, peer, tr := &e.addr[adExporter], &e.addr[adPeer], &e.addr[adTransit]
+	org, cc, prov, intel, expName, inName, outName := &e.str[0], &e.str[1], &e.str[2], &e.str[3], &e.str[4], &e.str[5], &e.str[6]
+	for j := range rows {
 		f := flowAt(flows, sel, lo+j)
-		e.ri[j] = remote.index((*[16]byte)(&f.Remote))
-		e.si[j] = sub.index((*[16]byte)(&f.Sub))
+		r := &rows[j]
+		r.ts = uint64(f.TimeStartMs - base)
+		r.dur = f.TimeEndMs - f.TimeStartMs
+		r.bytes, r.packets = f.Bytes, f.Packets
+		r.u32 = [6]uint32{f.ObsDomain, f.InIf, f.OutIf, f.Epoch, f.SamplingRate, f.RemoteASN}
+		r.u16 = [4]uint16{f.SubPort, f.PeerPort, f.RemotePort, f.TransitSrcPort}
+		r.u8 = [5]uint8{f.Proto, f.TCPFlags, enumByte(uint8(f.Protocol), len(protocolDict)),
+			enumByte(uint8(f.Kind), len(kindDict)), enumByte(uint8(f.Direction), len(directionDict))}
+		r.idx = [12]int16{
+			int16(exp.index((*[16]byte)(&f.Exporter))),
+			int16(sub.index((*[16]byte)(&f.Sub))),
+			int16(peer.index((*[16]byte)(&f.Peer))),
+			int16(remote.index((*[16]byte)(&f.Remote))),
+			int16(tr.index((*[16]byte)(&f.TransitSrc))),
+			int16(org.index(f.RemoteASOrg)),
+			int16(cc.index(f.RemoteCountry)),
+			int16(prov.index(f.Provider)),
+			int16(intel.index(f.Intel)),
+			int16(expName.index(f.ExporterName)),
+			int16(inName.index(f.InIfName)),
+			int16(outName.index(f.OutIfName)),
+		}
 	}
 	rowBits := bits.Len(uint(max(m-1, 1)))
 	subBits := bits.Len(uint(max(len(sub.vals)-1, 1)))
 	remBits := bits.Len(uint(max(len(remote.vals)-1, 1)))
-	for j := 0; j < m; j++ {
-		f := flowAt(flows, sel, lo+j)
-		e.keys[j] = (uint64(e.ri[j])<<(16+subBits)|uint64(f.RemotePort)<<subBits|uint64(e.si[j]))<<rowBits | uint64(j)
+	keys := e.keys[:m]
+	for j := range rows {
+		r := &rows[j]
+		keys[j] = (uint64(r.idx[adRemote])<<(16+subBits)|uint64(r.u16[u16RemotePort])<<subBits|uint64(r.idx[adSub]))<<rowBits | uint64(j)
 	}
-	radixSort(e.keys[:m], e.tmp[:m], rowBits, rowBits+subBits+16+remBits)
-	rowMask := uint64(1)<<rowBits - 1
-	for i, k := range e.keys[:m] {
-		e.pos[k&rowMask] = int32(i)
-	}
-
-	// Pass 2: every column, written at the row's sorted position.
-	e.ts, e.bytes, e.packets = grow(e.ts, m), grow(e.bytes, m), grow(e.packets, m)
-	e.dur = grow(e.dur, m)
-	for i := range e.u32 {
-		e.u32[i] = grow(e.u32[i], m)
-	}
-	for i := range e.u16 {
-		e.u16[i] = grow(e.u16[i], m)
-	}
-	for i := range e.u8 {
-		e.u8[i] = grow(e.u8[i], m)
-	}
-	for i := range e.idx {
-		e.idx[i] = grow(e.idx[i], m)
-	}
-	ts, dur, byt, pkt := e.ts[:m], e.dur[:m], e.bytes[:m], e.packets[:m]
-	obs, inIf, outIf, epoch, samp, asn := e.u32[0][:m], e.u32[1][:m], e.u32[2][:m], e.u32[3][:m], e.u32[4][:m], e.u32[5][:m]
-	subPort, peerPort, remPort, trPort := e.u16[0][:m], e.u16[1][:m], e.u16[2][:m], e.u16[3][:m]
-	proto, flags, eproto, kind, dir := e.u8[0][:m], e.u8[1][:m], e.u8[2][:m], e.u8[3][:m], e.u8[4][:m]
-	xExp, xSub, xPeer, xRem, xTr := e.idx[0][:m], e.idx[1][:m], e.idx[2][:m], e.idx[3][:m], e.idx[4][:m]
-	xOrg, xCC, xProv, xIntel, xExpName, xInName, xOutName := e.idx[5][:m], e.idx[6][:m], e.idx[7][:m], e.idx[8][:m], e.idx[9][:m], e.idx[10][:m], e.idx[11][:m]
-	exp, peer, tr := &e.addr[adExporter], &e.addr[adPeer], &e.addr[adTransit]
-	org, cc, prov, intel, expName, inName, outName := &e.str[0], &e.str[1], &e.str[2], &e.str[3], &e.str[4], &e.str[5], &e.str[6]
-	pos := e.pos[:m]
-	for j := range pos {
-		f := flowAt(flows, sel, lo+j)
-		i := pos[j]
-		ts[i] = uint64(f.TimeStartMs - base)
-		dur[i] = f.TimeEndMs - f.TimeStartMs
-		byt[i], pkt[i] = f.Bytes, f.Packets
-		obs[i], inIf[i], outIf[i], epoch[i], samp[i], asn[i] = f.ObsDomain, f.InIf, f.OutIf, f.Epoch, f.SamplingRate, f.RemoteASN
-		subPort[i], peerPort[i], remPort[i], trPort[i] = f.SubPort, f.PeerPort, f.RemotePort, f.TransitSrcPort
-		proto[i], flags[i] = f.Proto, f.TCPFlags
-		eproto[i] = enumByte(uint8(f.Protocol), len(protocolDict))
-		kind[i] = enumByte(uint8(f.Kind), len(kindDict))
-		dir[i] = enumByte(uint8(f.Direction), len(directionDict))
-		xRem[i], xSub[i] = int16(e.ri[j]), int16(e.si[j])
-		xExp[i] = int16(exp.index((*[16]byte)(&f.Exporter)))
-		xPeer[i] = int16(peer.index((*[16]byte)(&f.Peer)))
-		xTr[i] = int16(tr.index((*[16]byte)(&f.TransitSrc)))
-		xOrg[i] = int16(org.index(f.RemoteASOrg))
-		xCC[i] = int16(cc.index(f.RemoteCountry))
-		xProv[i] = int16(prov.index(f.Provider))
-		xIntel[i] = int16(intel.index(f.Intel))
-		xExpName[i] = int16(expName.index(f.ExporterName))
-		xInName[i] = int16(inName.index(f.InIfName))
-		xOutName[i] = int16(outName.index(f.OutIfName))
-	}
+	radixSort(keys, e.tmp[:m], rowBits, rowBits+subBits+16+remBits)
 
 	// Dictionaries, in dictionary ID order (column order).
 	for c := range wireCols {
@@ -215,8 +171,9 @@ func (e *wireEncoder) batch(flows []flow.Pseudo, sel []int32, lo, hi int, base i
 		}
 	}
 
-	// The record batch: metadata, then the body, column by column.
+	// The record batch: metadata, then the body.
 	e.nodes, e.bufs = e.nodes[:0], e.bufs[:0]
+	var at [wireColumns]int
 	off := int64(0)
 	for c := range wireCols {
 		w := wireCols[c].width
@@ -226,78 +183,68 @@ func (e *wireEncoder) batch(flows []flow.Pseudo, sel []int32, lo, hi int, base i
 		size := int64(m * w)
 		e.nodes = append(e.nodes, fieldNode{int64(m), 0})
 		e.bufs = append(e.bufs, bufferRef{off, 0}, bufferRef{off, size})
+		at[c] = int(off)
 		off += pad8(size)
 	}
 	e.appendMessage(msgRecordBatch, e.fbRecordBatch(int64(m)), off)
-	s := e.stream
-	start := len(s)
-	s = append(s, make([]byte, off)...)
-	body := s[start:]
-	for c := range wireCols {
-		dst := body[e.bufs[2*c+1].offset:]
-		switch c {
-		case wTimeStart:
-			if wide {
-				copy(dst, sliceBytes(ts))
-			} else {
-				narrow[uint32](dst, ts)
-			}
-		case wDuration:
-			if wide {
-				copy(dst, sliceBytes(dur))
-			} else {
-				narrow[int32](dst, dur)
-			}
-		case wBytes, wPackets:
-			v := byt
-			if c == wPackets {
-				v = pkt
-			}
-			if wide {
-				copy(dst, sliceBytes(v))
-			} else {
-				narrow[uint32](dst, v)
-			}
-		case wExportProto:
-			copy(dst, eproto)
-		case wKind:
-			copy(dst, kind)
-		case wDirection:
-			copy(dst, dir)
-		case wProto:
-			copy(dst, proto)
-		case wTCPFlags:
-			copy(dst, flags)
-		case wObsDomain:
-			copy(dst, sliceBytes(obs))
-		case wInIf:
-			copy(dst, sliceBytes(inIf))
-		case wOutIf:
-			copy(dst, sliceBytes(outIf))
-		case wEpoch:
-			copy(dst, sliceBytes(epoch))
-		case wSamplingRate:
-			copy(dst, sliceBytes(samp))
-		case wRemoteASN:
-			copy(dst, sliceBytes(asn))
-		case wSubPort:
-			copy(dst, sliceBytes(subPort))
-		case wPeerPort:
-			copy(dst, sliceBytes(peerPort))
-		case wRemotePort:
-			copy(dst, sliceBytes(remPort))
-		case wTransitSrcPort:
-			copy(dst, sliceBytes(trPort))
-		default:
-			if d := addrDictOf(c); d >= 0 {
-				copy(dst, sliceBytes(e.idx[d][:m]))
-			} else {
-				copy(dst, sliceBytes(e.idx[len(e.addr)+strDictOf(c)][:m]))
-			}
+	start := len(e.stream)
+	e.stream = append(e.stream, make([]byte, off)...)
+	body := e.stream[start:]
+	// Pass 2, sorted order: gather each row and write its columns.
+	rowMask := uint64(1)<<rowBits - 1
+	le := binary.LittleEndian
+	for i, k := range keys {
+		r := &rows[k&rowMask]
+		if wide {
+			le.PutUint64(body[at[wTimeStart]+8*i:], r.ts)
+			le.PutUint64(body[at[wDuration]+8*i:], uint64(r.dur))
+			le.PutUint64(body[at[wBytes]+8*i:], r.bytes)
+			le.PutUint64(body[at[wPackets]+8*i:], r.packets)
+		} else {
+			le.PutUint32(body[at[wTimeStart]+4*i:], uint32(r.ts))
+			le.PutUint32(body[at[wDuration]+4*i:], uint32(r.dur))
+			le.PutUint32(body[at[wBytes]+4*i:], uint32(r.bytes))
+			le.PutUint32(body[at[wPackets]+4*i:], uint32(r.packets))
+		}
+		le.PutUint32(body[at[wObsDomain]+4*i:], r.u32[0])
+		le.PutUint32(body[at[wInIf]+4*i:], r.u32[1])
+		le.PutUint32(body[at[wOutIf]+4*i:], r.u32[2])
+		le.PutUint32(body[at[wEpoch]+4*i:], r.u32[3])
+		le.PutUint32(body[at[wSamplingRate]+4*i:], r.u32[4])
+		le.PutUint32(body[at[wRemoteASN]+4*i:], r.u32[5])
+		le.PutUint16(body[at[wSubPort]+2*i:], r.u16[0])
+		le.PutUint16(body[at[wPeerPort]+2*i:], r.u16[1])
+		le.PutUint16(body[at[wRemotePort]+2*i:], r.u16[2])
+		le.PutUint16(body[at[wTransitSrcPort]+2*i:], r.u16[3])
+		body[at[wProto]+i] = r.u8[0]
+		body[at[wTCPFlags]+i] = r.u8[1]
+		body[at[wExportProto]+i] = r.u8[2]
+		body[at[wKind]+i] = r.u8[3]
+		body[at[wDirection]+i] = r.u8[4]
+		le.PutUint16(body[at[wExporter]+2*i:], uint16(r.idx[adExporter]))
+		le.PutUint16(body[at[wSub]+2*i:], uint16(r.idx[adSub]))
+		le.PutUint16(body[at[wPeer]+2*i:], uint16(r.idx[adPeer]))
+		le.PutUint16(body[at[wRemote]+2*i:], uint16(r.idx[adRemote]))
+		le.PutUint16(body[at[wTransitSrc]+2*i:], uint16(r.idx[adTransit]))
+		for d := range 7 {
+			le.PutUint16(body[at[wASOrg+d]+2*i:], uint16(r.idx[len(e.addr)+d]))
 		}
 	}
-	e.stream = s
 }
+
+// wireRow is one input row's columns (dictionary indices in idx: the five
+// address dictionaries, then the seven string dictionaries).
+type wireRow struct {
+	ts, bytes, packets uint64
+	dur                int64
+	u32                [6]uint32 // obs_domain, in_if, out_if, epoch, sampling_rate, remote_asn
+	u16                [4]uint16 // sub_port, peer_port, remote_port, transit_src_port
+	idx                [12]int16
+	u8                 [5]uint8 // proto, tcp_flags, export_proto, kind, direction
+}
+
+// u16RemotePort indexes wireRow.u16.
+const u16RemotePort = 2
 
 // addrDictOf returns the addrDict of wire column c, or -1.
 func addrDictOf(c int) int {
@@ -339,14 +286,6 @@ func grow[T any](s []T, n int) []T {
 		return make([]T, n, n+n/4)
 	}
 	return s[:n]
-}
-
-// narrow writes the values of src as little-endian T into dst.
-func narrow[T int32 | uint32, S int64 | uint64](dst []byte, src []S) {
-	_ = dst[:4*len(src)]
-	for i, v := range src {
-		binary.LittleEndian.PutUint32(dst[4*i:], uint32(T(v)))
-	}
 }
 
 // appendMessage appends an encapsulated message with the flatbuffer
