@@ -324,7 +324,7 @@ func benchKafkaEndToEnd(b *testing.B, partitions int) {
 	b.ReportMetric(float64(cpu.Nanoseconds())/flows, "go-cpu-ns/flow")
 	if brokerPid > 0 {
 		b.ReportMetric(float64(bcpu.Nanoseconds())/flows, "broker-cpu-ns/flow")
-		b.ReportMetric(float64((cpu + bcpu).Nanoseconds())/flows, "cpu-ns/flow")
+		b.ReportMetric(float64((cpu+bcpu).Nanoseconds())/flows, "cpu-ns/flow")
 	}
 	b.ReportMetric(0, "ns/op")
 }
