@@ -296,6 +296,9 @@ func decodeRecord(b []byte) (kafka.Message, error) {
 	if m.Value, err = next(); err != nil {
 		return m, err
 	}
+	if len(b) != 0 {
+		return m, errBadRecord
+	}
 	return m, nil
 }
 
@@ -306,6 +309,12 @@ func readSegment(path string) ([]kafka.Message, int64, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("read spool segment: %w", err)
 	}
+	return parseSegment(data), int64(len(data)), nil
+}
+
+// parseSegment returns the intact records at the start of a segment's
+// bytes: it stops at the first torn or corrupt record.
+func parseSegment(data []byte) []kafka.Message {
 	var msgs []kafka.Message
 	b := data
 	for len(b) >= recordHeader {
@@ -324,7 +333,7 @@ func readSegment(path string) ([]kafka.Message, int64, error) {
 		msgs = append(msgs, m)
 		b = b[recordHeader+l:]
 	}
-	return msgs, int64(len(data)), nil
+	return msgs
 }
 
 var _ io.Closer = (*spool)(nil)
