@@ -238,7 +238,8 @@ func (d *Decoder) Decode(dst []flow.Pseudo, payload []byte) (out []flow.Pseudo, 
 			// stream may sit anywhere in a fetched Kafka batch).
 			rest = append(make([]byte, 0, len(rest)), rest...)
 		}
-		out, err := wd.decode(dst, t, base, rest, d.limit/rowSize)
+		// The limit covers the decompressed stream and the decoded flows.
+		out, err := wd.decode(dst, t, base, rest, max(0, d.limit-int64(len(payload)))/rowSize)
 		if err != nil {
 			return dst, flow.BatchID{}, err
 		}
@@ -278,7 +279,7 @@ func (d *Decoder) decodeFlowSchema(dst []flow.Pseudo, payload []byte) (out []flo
 	for r.Next() {
 		rec := r.Record()
 		rows += rec.NumRows()
-		if rows < 0 || rows > d.limit/rowSize {
+		if rows < 0 || rows > (d.limit-mem.used.Load())/rowSize {
 			return dst, flow.BatchID{}, ErrTooLarge
 		}
 		if first && rec.NumRows() > 0 {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -310,6 +311,25 @@ func TestDecodeHostileLengths(t *testing.T) {
 				t.Errorf("allocated %d bytes for a %d-byte payload (%v)", a, len(tt.payload), err)
 			}
 		})
+	}
+}
+
+// TestDecodeLimit checks that the memory limit covers the decoded flows:
+// a decoder refuses a stream whose flows alone would exceed it.
+func TestDecodeLimit(t *testing.T) {
+	flows := flowtest.Flows(7, 10000)
+	for _, c := range []Compression{CompressionFrameZstd, CompressionBufferLZ4} {
+		payload, err := NewEncoder(c).Encode(nil, flow.BatchID{1}, flows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		need := int64(len(flows)) * rowSize
+		if _, _, err := NewDecoder(need).Decode(nil, payload); !errors.Is(err, ErrTooLarge) {
+			t.Errorf("compression %d: limit of exactly the flows' size: err = %v, want ErrTooLarge", c, err)
+		}
+		if got, _, err := NewDecoder(4 * need).Decode(nil, payload); err != nil || len(got) != len(flows) {
+			t.Errorf("compression %d: limit of 4 times the flows' size: %d flows, %v", c, len(got), err)
+		}
 	}
 }
 
