@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -33,7 +34,7 @@ type KafkaProducer struct {
 	log  *slog.Logger
 	m    *metrics
 	comp flowarrow.Compression
-	encs sync.Pool // *flowarrow.Encoder
+	encs sync.Pool // *encoder
 
 	w     *kafka.Writer
 	sem   *semaphore.Weighted
@@ -72,7 +73,7 @@ func NewKafkaProducer(cfg KafkaConfig, deps Deps) (*KafkaProducer, error) {
 		parts: cfg.Partitions,
 		kick:  make(chan struct{}, 1),
 	}
-	p.encs.New = func() any { return flowarrow.NewEncoder(comp) }
+	p.encs.New = func() any { return &encoder{enc: flowarrow.NewEncoder(comp)} }
 	return p, nil
 }
 
@@ -249,7 +250,7 @@ func (p *KafkaProducer) encode(b flow.Batch, parts int) ([]kafka.Message, int64,
 		order[pos[k]] = int32(i)
 		pos[k]++
 	}
-	enc := p.encs.Get().(*flowarrow.Encoder)
+	enc := p.encs.Get().(*encoder)
 	defer p.encs.Put(enc)
 	var msgs []kafka.Message
 	var size int64
@@ -261,10 +262,15 @@ func (p *KafkaProducer) encode(b flow.Batch, parts int) ([]kafka.Message, int64,
 			sel = sel[len(chunk):]
 			id := PartID(b.ID, n)
 			n++
-			val, err := enc.EncodeSelected(nil, id, b.Flows, chunk)
-			if err != nil {
+			var err error
+			if enc.buf, err = enc.enc.EncodeSelected(enc.buf[:0], id, b.Flows, chunk); err != nil {
 				return nil, 0, err
 			}
+			// The value waits for Kafka's acknowledgement, counted by its
+			// length in BufferBytes: give it exactly that (the compressor
+			// writes into room for the uncompressed stream, about four
+			// times more).
+			val := bytes.Clone(enc.buf)
 			msgs = append(msgs, newMessage(k, id, len(chunk), val, p.comp.WireVersion()))
 			size += int64(len(val))
 		}
@@ -290,6 +296,12 @@ func newMessage(partition int, id flow.BatchID, flows int, val []byte, wire int)
 			{Key: HeaderFlows, Value: []byte(strconv.Itoa(flows))},
 		},
 	}
+}
+
+// encoder is an Encoder and its output buffer, pooled per producer.
+type encoder struct {
+	enc *flowarrow.Encoder
+	buf []byte
 }
 
 // keyBalancer sends a message to the partition named by its 4-byte key.
