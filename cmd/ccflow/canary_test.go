@@ -51,9 +51,10 @@ var (
 const canarySubscribers = "192.0.2.0/24,2001:db8:c0:ffee::/64"
 
 // The capture spans 11 minutes: a window and hop shorter than the defaults
-// make the detector evaluate windows during the run (it keeps pair state,
-// which lands in the checkpoint, and scores pairs; it writes candidates
-// only for windows it closes, and a stop checkpoints instead of closing).
+// make the detector score windows during the run (its pair state lands in
+// the checkpoint). It reports no candidate for this capture (one
+// subscriber per remote), so the candidates file stays empty; the scan
+// covers whatever a run writes.
 const detectWindow, detectHop = "10m", "1m"
 
 // TestCanaryPipeline is privacy invariant P1's canary test on the real
