@@ -89,6 +89,7 @@ const detectWindow, detectHop = "10m", "1m"
 func TestCanaryPipeline(t *testing.T) {
 	broker := testenv.Service(t, "CCFLOW_TEST_KAFKA")
 	softflowd := testenv.Tool(t, "softflowd")
+	goTool := testenv.Tool(t, "go")
 	capture := testenv.Data(t, "slips-test-cc", "test-cc-capture-1.pcap")
 	start := time.Now()
 
@@ -106,7 +107,7 @@ func TestCanaryPipeline(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buildErrs[i] = buildCcflow(b.out, b.tags)
+			buildErrs[i] = buildCcflow(goTool, b.out, b.tags)
 		}()
 	}
 	wg.Wait()
@@ -154,13 +155,14 @@ func TestCanaryPipeline(t *testing.T) {
 	t.Cleanup(func() { t.Logf("wall time %s", time.Since(start).Round(time.Millisecond)) })
 }
 
-// buildCcflow builds ./cmd/ccflow (the package under test) into out.
-func buildCcflow(out, tags string) error {
+// buildCcflow builds ./cmd/ccflow (the package under test) into out with
+// the go command goTool.
+func buildCcflow(goTool, out, tags string) error {
 	args := []string{"build", "-o", out}
 	if tags != "" {
 		args = append(args, "-tags", tags)
 	}
-	cmd := exec.Command("go", append(args, ".")...)
+	cmd := exec.Command(goTool, append(args, ".")...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, b)
 	}
@@ -914,6 +916,7 @@ func readTopicMessages(t *testing.T, broker, topic string) []kafka.Message {
 			t.Fatal(err)
 		}
 		for off := first; off < last; {
+			from := off
 			if _, err := conn.Seek(off, kafka.SeekAbsolute); err != nil {
 				t.Fatal(err)
 			}
@@ -929,6 +932,9 @@ func readTopicMessages(t *testing.T, broker, topic string) []kafka.Message {
 			}
 			if err := batch.Close(); err != nil {
 				t.Fatalf("read %s/%d at %d: %v", topic, p.ID, off, err)
+			}
+			if off == from {
+				t.Fatalf("read %s/%d: no message at offset %d below the end %d", topic, p.ID, off, last)
 			}
 		}
 		conn.Close()
