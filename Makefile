@@ -6,7 +6,7 @@ FUZZTIME ?= 60s
 FUZZTIME_TEST ?= 3s
 BENCHTIME ?= 1s
 
-.PHONY: all build test unit fuzz fuzz-short bench lint fmt docs clean kafka-up kafka-down demo
+.PHONY: all build test unit fuzz fuzz-short bench lint fmt docs clean kafka-up kafka-down demo bench-compare
 
 all: build
 
@@ -58,6 +58,12 @@ kafka-down:
 # (scripts/demo.sh, docs/demo.md). DEMO_SECONDS and DEMO_SPEED shorten it.
 demo:
 	@./scripts/demo.sh
+
+# ccflow's collector and goflow2 (pinned, installed into bin/tools) under the
+# same NetFlow v9 load, one after the other; writes docs/bench-compare.md
+# (bench/compare).
+bench-compare:
+	$(GO) run ./bench/compare -out docs/bench-compare.md
 
 clean:
 	rm -rf bin
