@@ -532,18 +532,16 @@ func canaryEnv(dir string, extra ...string) []string {
 func canaryFixedKeys(t *testing.T, r *canaryRun, bin string, env []string) string {
 	t.Helper()
 	keys := filepath.Join(r.dir, "keys")
-	for i, args := range [][]string{{"--from", "2024-02-08"}} {
-		p := startCanaryProc(t, fmt.Sprintf("keygen-%d", i), bin, r.dir, env, append([]string{"keygen", "--dir", keys}, args...)...)
-		select {
-		case <-p.done:
-		case <-time.After(30 * time.Second):
-			t.Fatalf("keygen did not finish\n%s", p.output())
-		}
-		if p.err != nil {
-			t.Fatalf("keygen: %v\n%s", p.err, p.output())
-		}
-		r.texts[p.name+" stdout"], r.texts[p.name+" stderr"] = p.stdout.String(), p.stderr.String()
+	p := startCanaryProc(t, "keygen", bin, r.dir, env, "keygen", "--dir", keys, "--from", "2024-02-08")
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("keygen did not finish\n%s", p.output())
 	}
+	if p.err != nil {
+		t.Fatalf("keygen: %v\n%s", p.err, p.output())
+	}
+	r.collectOutput(p)
 	files, err := filepath.Glob(filepath.Join(keys, "epoch-*.key"))
 	if err != nil || len(files) < 2 {
 		t.Fatalf("keygen made %d key files: %v", len(files), err)
@@ -596,7 +594,7 @@ func waitExported(t *testing.T, p *canaryProc, extra func(page string) bool) (st
 	t.Helper()
 	var last float64
 	var since time.Time
-	page := waitMetrics(t, p, "all waitExported flows handed to the bus", 60*time.Second, func(page string) bool {
+	page := waitMetrics(t, p, "all exported flows handed to the bus", 60*time.Second, func(page string) bool {
 		recv := canaryMetricSum(page, "ccflow_collector_flows_total")
 		out := canaryMetricSum(page, "ccflow_ingest_flows_total")
 		if recv != last || recv == 0 {
