@@ -295,6 +295,27 @@ func (d *Detector) evaluate(we int64) {
 	d.log.Debug("window evaluated", "window_end", res.WindowEnd, "candidates", len(res.Candidates), "pairs", d.npairs)
 }
 
+// maxPooledGaps bounds the pooled intervals an endpoint's period is fitted
+// to: a popular endpoint with thousands of eligible pairs would otherwise
+// cost a fit over hundreds of thousands of gaps per hop. A systematic
+// sample of 4096 of them (every pair contributes) estimates the period and
+// its components as well.
+const maxPooledGaps = 4096
+
+// thin keeps every k-th value of v so that at most n remain, in place.
+func thin(v []float64, n int) []float64 {
+	if len(v) <= n {
+		return v
+	}
+	k := (len(v) + n - 1) / n
+	w := 0
+	for i := 0; i < len(v); i += k {
+		v[w] = v[i]
+		w++
+	}
+	return v[:w]
+}
+
 // minPooled is the least number of connections for a pair's intervals to
 // join its endpoint's pooled period estimate (pairs below MinConnections
 // are not scored alone).
@@ -441,6 +462,8 @@ func (d *Detector) scoreEndpoint(e *epEval, pop, span, minP, maxP, tol float64, 
 			covMax = max(covMax, E[i].coverage)
 			conns += int64(d.ps.at(E[i].pi).flows)
 		}
+		ev.pooled = thin(ev.pooled, maxPooledGaps)
+		ev.pooledSizes = thin(ev.pooledSizes, maxPooledGaps)
 		pfit := fitPeriod(ev.pooled, minP, maxP, tol, e.rate, &ev.fs)
 		ptm := scoreTiming(ev.pooled, pfit, tol, e.rate, &ev.fs)
 		psize := sizeScore(ev.pooledSizes, &ev.fs)

@@ -46,9 +46,9 @@ type fitScratch struct {
 // gaps from outvoting the few short ones. The support of P is the weight
 // of the gaps it explains over the weight of all gaps.
 //
-// Candidate periods are the smallest distinct gaps and a few quantiles of
-// the gaps divided by k = 1..maxK, and the median and central mean of the
-// gaps (rate estimates). A period that would make the median gap span
+// Candidate periods are the smallest distinct gaps and the median gap
+// divided by k = 1..maxK, and the median and central mean of the gaps
+// (rate estimates). A period that would make the median gap span
 // more than 4N beats under 1:N sampling (unsampled: more than 4, three
 // missed beats in four) is not considered: it fits about half of any gaps
 // by chance, since their residuals are then anything. Among the candidates whose support is within
@@ -82,7 +82,7 @@ func fitPeriod(gaps []float64, minP, maxP, tol float64, rate uint16, s *fitScrat
 		}
 	}
 	// The smallest distinct gaps (more than the tolerance apart), then
-	// quantiles.
+	// the median.
 	last := 0.0
 	for i, picked := 0, 0; i < n && picked < smallBases; i++ {
 		if g := s.sorted[i]; g > last*(1+tol) {
@@ -91,9 +91,7 @@ func fitPeriod(gaps []float64, minP, maxP, tol float64, rate uint16, s *fitScrat
 			picked++
 		}
 	}
-	for _, p := range []float64{0.1, 0.25, 0.5} {
-		addBase(q(p))
-	}
+	addBase(q(0.5))
 	slices.Sort(s.cands)
 	// Drop near-duplicates (within 0.2%).
 	w := 0
@@ -168,6 +166,15 @@ const maxMedianBeats = 4
 // span several.
 func maxBeats(rate uint16) int { return min(64, 6+2*int(max(1, rate))) }
 
+// invBeats[k] is 1/k, for the weights of weightedSupport (a division per
+// gap and candidate is most of its cost).
+var invBeats = func() (t [256]float64) {
+	for k := 1; k < len(t); k++ {
+		t[k] = 1 / float64(k)
+	}
+	return t
+}()
+
 // smallBases is the number of smallest distinct gaps whose fractions are
 // candidate periods.
 const smallBases = 6
@@ -176,11 +183,17 @@ const smallBases = 6
 // gap of k beats weighing 1/k (see fitPeriod).
 func weightedSupport(gaps []float64, p, tol float64) float64 {
 	var in, all float64
+	inv := 1 / p
 	for _, g := range gaps {
-		k := beats(g, p)
-		all += 1 / k
-		if math.Abs(g/p-k) < tol {
-			in += 1 / k
+		x := g * inv
+		k := max(1, math.Floor(x+0.5))
+		w := 1 / k
+		if k < float64(len(invBeats)) {
+			w = invBeats[int(k)]
+		}
+		all += w
+		if math.Abs(x-k) < tol {
+			in += w
 		}
 	}
 	if all == 0 {

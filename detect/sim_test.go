@@ -2,6 +2,7 @@ package detect_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -17,14 +18,23 @@ import (
 // detector: its botnets are the truth, and its benign periodic services
 // (NTP, update checks, DNS) and popular web services are the traps.
 
-// simISP generates d of event time of the default synthetic ISP (seed 1)
-// and returns its records as flow.Records, and the simulator for its
-// truth.
-func simISP(t testing.TB, d time.Duration) ([]flow.Record, *sim.Simulator) {
-	return simISPSeed(t, d, 1)
+// simVariant is one way of exporting the simulated ISP's flows: keep
+// says whether a record is exported (and may change it, as a sampler
+// does), and the detector sees the exported records.
+type simVariant struct {
+	name  string
+	keep  func(*flow.Record) bool
+	exact bool // the candidates must be exactly the C&C servers
+	d     *detect.Detector
+	n     int
 }
 
-func simISPSeed(t testing.TB, d time.Duration, seed uint64) ([]flow.Record, *sim.Simulator) {
+// runSimISP runs d of event time of the default synthetic ISP (the given
+// seed) into one detector per variant, one simulated second at a time
+// (records come out by end time, at most a minute after their start: the
+// detector's allowed lateness absorbs it), and returns the simulator for
+// its truth. Nothing is held but the detectors' state.
+func runSimISP(t testing.TB, d time.Duration, seed uint64, variants []*simVariant) *sim.Simulator {
 	t.Helper()
 	cfg := sim.DefaultConfig()
 	cfg.Seed = seed
@@ -33,14 +43,38 @@ func simISPSeed(t testing.TB, d time.Duration, seed uint64) ([]flow.Record, *sim
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []flow.Record
-	for range int(d / time.Second) {
-		recs, _ := s.Next()
-		for i := range recs {
-			out = append(out, simRecord(&recs[i]))
+	allow, err := detect.NewBuiltinAllowlist(detect.DefaultConfig().Allowlists.Builtin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range variants {
+		if v.d, err = detect.New(detect.DefaultConfig(), detect.Deps{Allowlist: allow}); err != nil {
+			t.Fatal(err)
 		}
 	}
-	return out, s
+	priv := newFakePrivacy("100.64.0.0/10", "2001:db8::/32")
+	var all, kept []flow.Record
+	for range int(d / time.Second) {
+		recs, _ := s.Next()
+		all = all[:0]
+		for i := range recs {
+			all = append(all, simRecord(&recs[i]))
+		}
+		for _, v := range variants {
+			kept = kept[:0]
+			for _, r := range all {
+				if v.keep(&r) {
+					kept = append(kept, r)
+				}
+			}
+			v.n += len(kept)
+			v.d.Observe(priv.pseudonymize(kept))
+		}
+	}
+	for _, v := range variants {
+		v.d.Flush()
+	}
+	return s
 }
 
 func simRecord(r *sim.Record) flow.Record {
@@ -52,22 +86,34 @@ func simRecord(r *sim.Record) flow.Record {
 	}
 }
 
-// packetSample applies bench/sim's 1:n packet sampler to the records, as
-// `ccflow simulate --sampling n` does at the routers: a flow is exported
-// when one of its packets is selected, with the selected packets' counts.
-func packetSample(recs []flow.Record, n uint32, seed uint64) []flow.Record {
+// thinFlows keeps each record with probability 1/n and marks it 1:n
+// sampled, like `ccflow replay --sample n`.
+func thinFlows(n int, seed uint64) func(*flow.Record) bool {
+	r := rand.New(rand.NewPCG(seed, 0x5a5a))
+	return func(rec *flow.Record) bool {
+		if r.IntN(n) != 0 {
+			return false
+		}
+		rec.SamplingRate = uint32(n)
+		return true
+	}
+}
+
+// samplePackets applies bench/sim's 1:n packet sampler, as `ccflow
+// simulate --sampling n` does at the routers: a flow is exported when one
+// of its packets is selected, with the selected packets' counts (a single
+// packet at a time within the flow).
+func samplePackets(n uint32, seed uint64) func(*flow.Record) bool {
 	s := sim.NewSampler(n, seed)
-	var out []flow.Record
-	for _, r := range recs {
+	return func(r *flow.Record) bool {
 		sr := sim.Record{StartMs: r.TimeStartMs, EndMs: r.TimeEndMs, Packets: r.Packets, Bytes: r.Bytes}
 		if s.Sample(&sr, &sr) == 0 {
-			continue
+			return false
 		}
 		r.TimeStartMs, r.TimeEndMs, r.Packets, r.Bytes = sr.StartMs, sr.EndMs, sr.Packets, sr.Bytes
 		r.SamplingRate = n
-		out = append(out, r)
+		return true
 	}
-	return out
 }
 
 type simEndpoint struct {
@@ -90,12 +136,17 @@ func TestSimulatedISP(t *testing.T) {
 	if testing.Short() {
 		t.Skip("simulated ISP skipped in -short mode")
 	}
-	recs, s := simISP(t, 12*time.Hour)
+	variants := []*simVariant{
+		{name: "unsampled", keep: func(*flow.Record) bool { return true }, exact: true},
+		{name: "flows 1:100", keep: thinFlows(100, 1)},
+		{name: "packets 1:100", keep: samplePackets(100, 1)},
+	}
+	s := runSimISP(t, 12*time.Hour, 1, variants)
 	truth := map[simEndpoint]time.Duration{}
 	for _, b := range s.Botnets() {
 		truth[simEndpoint{b.C2, b.Service.Port, flow.IPProto(b.Service.Proto)}] = b.Period
 	}
-	t.Logf("%d records; botnets %v", len(recs), truth)
+	t.Logf("botnets %v", truth)
 	// NTP is beaconing by construction: the default configuration's
 	// built-in allowlists must cover the simulated NTP servers.
 	allow, err := detect.NewBuiltinAllowlist(detect.DefaultConfig().Allowlists.Builtin)
@@ -108,42 +159,30 @@ func TestSimulatedISP(t *testing.T) {
 			t.Errorf("NTP server %s:%s is not allowlisted by default (match %q)", b.Addr, b.Service, m)
 		}
 	}
-	for _, tc := range []struct {
-		name string
-		recs func() []flow.Record
-		// exact: the candidates must be the C&C servers, all of them.
-		exact bool
-	}{
-		{"unsampled", func() []flow.Record { return recs }, true},
-		{"flows 1:100", func() []flow.Record { return sample(recs, 100, 1) }, false},
-		{"packets 1:100", func() []flow.Record { return packetSample(recs, 100, 1) }, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			in := tc.recs()
-			cands, res := run(t, detect.DefaultConfig(), newFakePrivacy("100.64.0.0/10", "2001:db8::/32"), in, nil)
-			var found []string
-			for _, c := range cands {
-				e := simEndpoint{c.RemoteAddr, c.RemotePort, c.Proto}
-				if p, ok := truth[e]; ok {
-					found = append(found, fmt.Sprintf("%s (period %s, estimated %.1f s, score %.2f, %d/%d subscribers)", e, p, c.PeriodS, c.Score, c.BeaconingSubscribers, c.Subscribers))
-					continue
-				}
-				t.Errorf("benign candidate %s score %.3f: %s", e, c.Score, c.Explanation)
+	for _, v := range variants {
+		res := v.d.Results()
+		var found []string
+		for _, c := range best(res) {
+			e := simEndpoint{c.RemoteAddr, c.RemotePort, c.Proto}
+			if p, ok := truth[e]; ok {
+				found = append(found, fmt.Sprintf("%s (period %s, estimated %.1f s, score %.2f, %d/%d subscribers)", e, p, c.PeriodS, c.Score, c.BeaconingSubscribers, c.Subscribers))
+				continue
 			}
-			var suppressed []string
-			for _, r := range res {
-				for _, c := range r.Candidates {
-					if c.Suppressed != "" {
-						suppressed = append(suppressed, simEndpoint{c.RemoteAddr, c.RemotePort, c.Proto}.String())
-					}
+			t.Errorf("%s: benign candidate %s score %.3f: %s", v.name, e, c.Score, c.Explanation)
+		}
+		var suppressed []string
+		for _, r := range res {
+			for _, c := range r.Candidates {
+				if c.Suppressed != "" {
+					suppressed = append(suppressed, simEndpoint{c.RemoteAddr, c.RemotePort, c.Proto}.String())
 				}
 			}
-			slices.Sort(suppressed)
-			t.Logf("%s: %d records, recall %d/%d: %s; suppressed by allowlists: %s", tc.name, len(in), len(found), len(truth),
-				strings.Join(found, "; "), strings.Join(slices.Compact(suppressed), " "))
-			if tc.exact && len(found) != len(truth) {
-				t.Errorf("found %d of %d C&C servers", len(found), len(truth))
-			}
-		})
+		}
+		slices.Sort(suppressed)
+		t.Logf("%s: %d records, recall %d/%d: %s; suppressed by allowlists: %s", v.name, v.n, len(found), len(truth),
+			strings.Join(found, "; "), strings.Join(slices.Compact(suppressed), " "))
+		if v.exact && len(found) != len(truth) {
+			t.Errorf("%s: found %d of %d C&C servers", v.name, len(found), len(truth))
+		}
 	}
 }
