@@ -71,6 +71,8 @@ def scrape(addr):
         "ccflow_analysis_flows_total": "detected",
         "ccflow_detect_windows_total": "windows",
         "ccflow_bus_inproc_queued_batches": "queued",
+        "ccflow_detect_evaluation_duration_seconds_sum": "eval_ms",
+        "ccflow_detect_evaluation_duration_seconds_count": "evals",
     }
     got = {v: 0.0 for v in want.values()}
     try:
@@ -84,6 +86,7 @@ def scrape(addr):
         name = line.split("{", 1)[0].split(" ", 1)[0]
         if name in want:
             got[want[name]] += float(line.rsplit(" ", 1)[1])
+    got["eval_ms"] = 1000 * got["eval_ms"] / max(1, got["evals"])  # mean per evaluation
     print(" ".join("%s=%d" % kv for kv in got.items()))
 
 def ready(addr):
@@ -210,10 +213,10 @@ simpid=$!
 progress() {
   local m
   m=$(py scrape "$maddr")
-  local datagrams=0 flows=0 drops=0 decode_errors=0 detected=0 windows=0 queued=0 scrape=ok
+  local datagrams=0 flows=0 drops=0 decode_errors=0 detected=0 windows=0 queued=0 eval_ms=0 evals=0 scrape=ok
   eval "$m"
   [[ $scrape == ok ]] || { say "ccflow: /metrics did not answer"; return; }
-  say "ccflow: collected $flows flows in $datagrams datagrams ($drops socket drops, $decode_errors decode errors) | detector: $detected flows, $windows windows | candidates so far: $(py count "$cands")"
+  say "ccflow: collected $flows flows in $datagrams datagrams ($drops socket drops, $decode_errors decode errors) | detector: $detected flows, $windows windows (${eval_ms} ms each) | candidates so far: $(py count "$cands")"
 }
 start=$(date +%s)
 next=$((start + every))
