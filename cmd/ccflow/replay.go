@@ -63,7 +63,9 @@ Replay streams: archives are read as they are replayed, so their size is
 not limited by memory. Flows in archives are only roughly in time order
 (Argus and nfcapd write them per time bin, Zeek when a connection ends), so
 replay holds up to --reorder flows (about 150 bytes each, split among the
-FILEs; 1048576 by default, about 150 MB) and releases the earliest first.
+FILEs) and releases the earliest first. The default, 1048576, holds about
+160 MB of flows; replaying a 4M-flow file peaks at about 0.6 GB of RSS with
+it, 0.17 GB with --reorder 100000, plus the detector's state.
 A flow further out of order than that is replayed late (the detector
 still counts it unless it is older than the window being filled) and the
 count of such flows is logged: raise --reorder if it is large. --start
