@@ -12,9 +12,10 @@ import (
 )
 
 // wireEncoder writes wire streams (WireVersion 2) without Arrow's writer:
-// it knows the schema, so it writes every column straight into the
-// stream, in the sorted order, with one pass to sort and one to fill. It
-// is not safe for concurrent use; its memory is reused between streams.
+// it knows the schema, so it reads each flow once into a packed row
+// (building the dictionaries), sorts packed keys, and writes every column
+// of the gathered rows straight into the stream. It is not safe for
+// concurrent use; its memory is reused between streams.
 type wireEncoder struct {
 	fb     *flatbuffers.Builder
 	stream []byte
