@@ -541,7 +541,7 @@ func measure(r *receiver, o options, ld load, work string) error {
 	}
 	if m, err := scrape(murl + "/metrics"); err == nil {
 		if b := m.sum("ccflow_collector_receive_buffer_bytes"); b > 0 {
-			r.info = fmt.Sprintf("receive buffer %s (as granted, ccflow_collector_receive_buffer_bytes)", byteSize(int64(b)))
+			r.info = fmt.Sprintf("ccflow_collector_receive_buffer_bytes %s", byteSize(int64(b)))
 		}
 	}
 	if r.info == "" {
@@ -781,9 +781,10 @@ func render(o options, env machine, ld load, rs []*receiver, took time.Duration)
 		b.WriteString("\n")
 	}
 	fmt.Fprintf(&b, "\nNotes:\n\n")
-	fmt.Fprintf(&b, "- Receive buffers: ccflow asks for 8 MiB (`collector.netflow.receive_buffer`, with SO_RCVBUFFORCE, which needs CAP_NET_ADMIN; otherwise the kernel caps it at `net.core.rmem_max`, %s here). goflow2 has no such setting and gets `net.core.rmem_default` (%s here, doubled by the kernel). goflow2's socket reader only copies datagrams into a user-space queue (up to a million) for its decode workers; ccflow decodes, pseudonymizes and batches in the goroutine that reads the socket, so every pause of that goroutine (a busy machine, a batch being encoded) has to fit in the socket buffer. With the kernel's default buffer (third row) ccflow loses datagrams at lower rates than its CPU cost allows; keep its default buffer, or raise `net.core.rmem_max` where it runs without CAP_NET_ADMIN.\n", sysctlBytes("rmem_max"), sysctlBytes("rmem_default"))
+	fmt.Fprintf(&b, "- Receive buffers: ccflow asks for 8 MiB (`collector.netflow.receive_buffer`, with SO_RCVBUFFORCE, which needs CAP_NET_ADMIN; otherwise the kernel caps it at `net.core.rmem_max`, %s here). goflow2 has no such setting and gets `net.core.rmem_default` (%s here; the third row gives ccflow the same). goflow2's socket reader only copies datagrams into a user-space queue (up to a million) for its decode workers; ccflow decodes, pseudonymizes and batches in the goroutine that reads the socket, so every pause of that goroutine (a busy machine, a batch being encoded) has to fit in the socket buffer. With the kernel's default buffer (third row) ccflow loses datagrams at lower rates than its CPU cost allows; keep its default buffer, or raise `net.core.rmem_max` where it runs without CAP_NET_ADMIN.\n", sysctlBytes("rmem_max"), sysctlBytes("rmem_default"))
 	b.WriteString("- The Kafka rows do different work per flow: ccflow pseudonymizes every subscriber address (AES-128), encodes Arrow IPC in zstd frames (the default `bus.kafka.compression`) and partitions by remote endpoint; goflow2 sends every flow as its own uncompressed protobuf message (sarama's asynchronous producer). The broker runs on the same 2 cores as the receiver and the load generator; its CPU is not in the receiver's column.\n")
 	b.WriteString("- The collector-only rows are this harness run again as a receiver (`-receiver`): the same collector, privacy, ingest and batcher packages that `ccflow collect` wires, with a producer that encodes each batch as the Kafka producer does and drops it. They show the collector side's cost without a broker, the closest match to goflow2 writing to /dev/null.\n")
+	b.WriteString("- On a busy machine the drop-free rates depend on how much CPU the receiver gets from the scheduler, and move by 2x between runs; CPU seconds per million flows move much less and are the steadier comparison.\n")
 	b.WriteString("- The load generator runs in the harness process on the same 2 cores; above about 150k datagrams/s it needs more than a core (docs/collector.md, Loopback). A step where it reached less than 90% of the rate asked is repeated up to three times and then ends the search.\n")
 	b.WriteString("\nAll steps:\n\n```\n")
 	for _, r := range rs {
