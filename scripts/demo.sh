@@ -207,7 +207,7 @@ say "simulating $subs subscribers for ${wall}s at ${speed}x: $((event / 3600))h$
   --subscribers "$subs" --subscriber-prefixes "$prefixes" \
   --truth "$truth" --benign "$benign" --summary "$dir/simulate.json" \
   --speed "$speed" --duration "${event}s" --start="-${event}s" \
-  --wall-duration "$((wall * 2 + 30))s" --progress "${every}s" > >(sed 's/^/demo: /') 2>&1 &
+  --wall-duration "$((wall * 2 + 30))s" --progress "${every}s" > >(sed -u 's/^/demo: /') 2>&1 &
 simpid=$!
 
 progress() {
