@@ -173,6 +173,7 @@ func TestCollectDetectOverKafka(t *testing.T) {
 	t.Setenv("CCFLOW_BUS_KAFKA_BROKERS", kafkaAddr)
 	t.Setenv("CCFLOW_BUS_KAFKA_TOPIC", topic)
 	t.Setenv("CCFLOW_BUS_KAFKA_GROUP", topic)
+	t.Setenv("CCFLOW_BUS_KAFKA_SPOOL_DIR", filepath.Join(dir, "spool"))
 
 	nfAddr, collMetrics, detMetrics := freePort(t, "udp"), freePort(t, "tcp"), freePort(t, "tcp")
 	var detOut, collOut syncBuffer
@@ -265,7 +266,8 @@ func TestPortInUse(t *testing.T) {
 	cmd.SetOut(&out)
 	cmd.SetErr(&out)
 	cmd.SetArgs([]string{"run", "--ipfix-addr", busy.LocalAddr().String(), "--netflow-addr", "", "--sflow-addr", "", "--metrics-addr", "",
-		"--subscribers", "192.0.2.0/24", "--keys", filepath.Join(dir, "keys"), "--parquet-dir", filepath.Join(dir, "data"), "--state-dir", filepath.Join(dir, "state")})
+		"--subscribers", "192.0.2.0/24", "--keys", filepath.Join(dir, "keys"), "--parquet-dir", filepath.Join(dir, "data"), "--state-dir", filepath.Join(dir, "state"),
+		"--candidates", filepath.Join(dir, "candidates.jsonl")})
 	err = cmd.ExecuteContext(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "flag --ipfix-addr: collector.ipfix.addr") || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("run = %v, want an error naming flag --ipfix-addr, collector.ipfix.addr and the cause", err)

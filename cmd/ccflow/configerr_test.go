@@ -47,7 +47,8 @@ func TestConfigErrorsNameFileLineKey(t *testing.T) {
 			file := filepath.Join(dir, "ccflow.yaml")
 			// Everything else points into the test's directory and off
 			// the default ports.
-			base := fmt.Sprintf("metrics:\n  addr: \"\"\nsink:\n  parquet:\n    dir: %s\nanalysis:\n  state_dir: %s\n", filepath.Join(dir, "data"), filepath.Join(dir, "state"))
+			base := fmt.Sprintf("metrics:\n  addr: \"\"\nsink:\n  parquet:\n    dir: %s\nanalysis:\n  state_dir: %s\n  candidates_file: %s\n",
+				filepath.Join(dir, "data"), filepath.Join(dir, "state"), filepath.Join(dir, "candidates.jsonl"))
 			if err := os.WriteFile(file, []byte(tt.yaml+base), 0o600); err != nil {
 				t.Fatal(err)
 			}

@@ -78,9 +78,22 @@ shifts by the earliest flow among the first --reorder flows.`,
       --subscribers 10.0.0.0/8 --out c.jsonl flows.csv`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, done, err := loadConfig(cmd)
+			cfg, l, done, err := loadConfigOrigins(cmd)
 			if err != nil || done {
 				return err
+			}
+			// Store in the sink only when asked: a replay is a study, and
+			// the default sink directory would litter the working directory.
+			store := l.IsSet("sink.kind") || l.IsSet("sink.parquet.dir") || l.IsSet("sink.clickhouse.dsn")
+			if format == formatParquet {
+				if opts.out == "" {
+					return errors.New("--out is required")
+				}
+				if mapping != "" || from != "" || len(opts.dropLabels) > 0 {
+					return errors.New("--map, --start and --drop-label do not apply to --format parquet")
+				}
+				opts.files = args
+				return l.Attribute(runReplayParquet(cmd.Context(), cfg, opts, store, cmd.ErrOrStderr()))
 			}
 			if opts.format, err = archive.ParseFormat(format); err != nil {
 				return err
@@ -110,11 +123,11 @@ shifts by the earliest flow among the first --reorder flows.`,
 				return errors.New("--out is required")
 			}
 			opts.files = args
-			return runReplay(cmd.Context(), cfg, opts, cmd.ErrOrStderr())
+			return l.Attribute(runReplay(cmd.Context(), cfg, opts, store, cmd.ErrOrStderr()))
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&format, "format", "", "archive `FORMAT`: binetflow, zeek, cicflowmeter, csv or nfcapd")
+	fs.StringVar(&format, "format", "", "archive `FORMAT`: binetflow, zeek, cicflowmeter, csv, nfcapd, or parquet (the flows/ table of ccflow's Parquet sink: already pseudonymized, no key needed)")
 	fs.StringVar(&mapping, "map", "", "column mapping for --format csv: `KEY=COLUMN,...` with keys start, end, dur, dur_unit, src, dst, sport, dport, proto, bytes, packets, sampling, label, time, sep")
 	fs.StringVar(&opts.out, "out", "", "write candidates as JSON lines to `FILE` (- for stdout)")
 	fs.StringVar(&opts.pairsOut, "pairs-out", "", "write pair scores of beaconing pairs as JSON lines to `FILE`")
@@ -125,6 +138,8 @@ shifts by the earliest flow among the first --reorder flows.`,
 	fs.BoolVar(&opts.includeSuppressed, "include-suppressed", false, "also write candidates suppressed by an allowlist (with their reason)")
 	fs.IntVar(&opts.reorder, "reorder", defaultReorder, "flows held (in all, split among FILEs) to restore start-time order: `N` x ~150 bytes of memory")
 	addPrivacyFlags(fs)
+	addEnrichFlags(fs)
+	addSinkFlags(fs)
 	bindFlag(fs, "window", "detect.window", "detection window `DURATION`")
 	bindFlag(fs, "hop", "detect.hop", "evaluation hop `DURATION`")
 	bindFlag(fs, "threshold", "detect.threshold", "candidate score `THRESHOLD` (0..1)")
@@ -135,7 +150,7 @@ shifts by the earliest flow among the first --reorder flows.`,
 const replayBatch = 4096
 
 // runReplay reads opts.files and replays them; the summary is logged.
-func runReplay(ctx context.Context, cfg Config, opts replayOptions, stderr io.Writer) error {
+func runReplay(ctx context.Context, cfg Config, opts replayOptions, store bool, stderr io.Writer) (err error) {
 	began := time.Now()
 	reg := prometheus.NewRegistry()
 	priv, log, err := newPrivacy(stderr, cfg, reg)
@@ -155,6 +170,11 @@ func runReplay(ctx context.Context, cfg Config, opts replayOptions, stderr io.Wr
 	if err != nil {
 		return err
 	}
+	st, err := newReplayStore(ctx, cfg, store, log, reg)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, st.close()) }()
 
 	merged, err := openSources(opts)
 	if err != nil {
@@ -200,7 +220,14 @@ func runReplay(ctx context.Context, cfg Config, opts replayOptions, stderr io.Wr
 		pseudonymized += len(buf)
 		enr.Enrich(buf)
 		det.Observe(buf)
-		if err := w.write(det.Results()); err != nil {
+		if err := st.flows(ctx, buf); err != nil {
+			return err
+		}
+		res := det.Results()
+		if err := st.results(ctx, res); err != nil {
+			return err
+		}
+		if err := w.write(res); err != nil {
 			return err
 		}
 	}
@@ -216,7 +243,11 @@ func runReplay(ctx context.Context, cfg Config, opts replayOptions, stderr io.Wr
 		log.Warn("flows out of order beyond the reorder buffer, replayed late", "flows", merged.late, "reorder", opts.reorder)
 	}
 	det.Flush()
-	if err := w.write(det.Results()); err != nil {
+	res := det.Results()
+	if err := st.results(ctx, res); err != nil {
+		return err
+	}
+	if err := w.write(res); err != nil {
 		return err
 	}
 	if err := out.Flush(); err != nil {
@@ -228,10 +259,10 @@ func runReplay(ctx context.Context, cfg Config, opts replayOptions, stderr io.Wr
 		}
 	}
 	el := time.Since(began)
-	st := det.Stats()
+	ds := det.Stats()
 	log.Info("replay finished", "files", len(opts.files), "flows_read", merged.read, "flows_replayed", replayed,
 		"flows_pseudonymized", pseudonymized, "windows", w.windows, "candidates", w.candidates,
-		"pair_scores", w.pairScores, "tracked_pairs", st.Pairs, "seconds", el.Seconds(),
+		"pair_scores", w.pairScores, "tracked_pairs", ds.Pairs, "seconds", el.Seconds(),
 		"flows_per_second", float64(replayed)/max(el.Seconds(), 1e-9))
 	return nil
 }
