@@ -253,6 +253,7 @@ fi
 grep -E 'msg="(stopping|final checkpoint written)' "$runlog" | sed 's/^/demo: ccflow: /' || true
 
 # --- results ------------------------------------------------------------------
+[[ -e $cands ]] || : >"$cands" # no candidate at all: evaluate that (recall 0)
 echo
 echo "== Candidates ($cands)"
 py table "$cands" "$truth" "$benign" 10
