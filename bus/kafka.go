@@ -233,9 +233,12 @@ func (p *KafkaProducer) Publish(ctx context.Context, b flow.Batch) error {
 // encode splits b into one message per partition (more when a part has
 // over MaxMessageFlows flows).
 func (p *KafkaProducer) encode(b flow.Batch, parts int) ([]kafka.Message, int64, error) {
+	enc := p.encs.Get().(*encoder)
+	defer p.encs.Put(enc)
 	// Counting sort of flow indexes by partition.
-	part := make([]int32, len(b.Flows))
-	counts := make([]int32, parts+1)
+	part := grow(&enc.part, len(b.Flows))
+	counts := grow(&enc.counts, parts+1)
+	clear(counts)
 	for i := range b.Flows {
 		k := PartitionOf(PartitionKey(&b.Flows[i]), parts)
 		part[i] = int32(k)
@@ -244,14 +247,12 @@ func (p *KafkaProducer) encode(b flow.Batch, parts int) ([]kafka.Message, int64,
 	for i := 1; i <= parts; i++ {
 		counts[i] += counts[i-1]
 	}
-	order := make([]int32, len(b.Flows))
-	pos := append([]int32(nil), counts[:parts]...)
+	order := grow(&enc.order, len(b.Flows))
+	pos := append(grow(&enc.pos, parts)[:0], counts[:parts]...)
 	for i, k := range part {
 		order[pos[k]] = int32(i)
 		pos[k]++
 	}
-	enc := p.encs.Get().(*encoder)
-	defer p.encs.Put(enc)
 	var msgs []kafka.Message
 	var size int64
 	n := uint16(0)
@@ -298,10 +299,21 @@ func newMessage(partition int, id flow.BatchID, flows int, val []byte, wire int)
 	}
 }
 
-// encoder is an Encoder and its output buffer, pooled per producer.
+// encoder is an Encoder, its output buffer and the scratch of splitting a
+// batch by partition, pooled per producer.
 type encoder struct {
-	enc *flowarrow.Encoder
-	buf []byte
+	enc                      *flowarrow.Encoder
+	buf                      []byte
+	part, counts, order, pos []int32
+}
+
+// grow returns *s resized to n, reallocated only when too small.
+func grow(s *[]int32, n int) []int32 {
+	if cap(*s) < n {
+		*s = make([]int32, n)
+	}
+	*s = (*s)[:n]
+	return *s
 }
 
 // keyBalancer sends a message to the partition named by its 4-byte key.
