@@ -71,7 +71,7 @@ func BenchmarkEncode(b *testing.B) {
 		comp  Compression
 		parts int
 	}
-	cases := []cfg{{CompressionFrameZstd, 8}, {CompressionFrameZstd, 4}, {CompressionFrameZstd, 1}}
+	cases := []cfg{{CompressionFrameZstd, 8}, {CompressionFrameZstd, 4}, {CompressionFrameZstd, 1}, {compV1Frame, 8}}
 	for _, pop := range populations {
 		cs := cases
 		if pop.name == "sessions" {
@@ -81,7 +81,7 @@ func BenchmarkEncode(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/p%d/%s", pop.name, c.parts, compName(c.comp)), func(b *testing.B) {
 				flows := pop.flows(b)
 				sels := partitions(flows, c.parts)
-				enc := NewEncoder(c.comp)
+				encode := encodeFunc(c.comp)
 				var buf []byte
 				size := 0
 				b.ReportAllocs()
@@ -91,7 +91,7 @@ func BenchmarkEncode(b *testing.B) {
 					size = 0
 					for _, sel := range sels {
 						var err error
-						if buf, err = enc.EncodeSelected(buf[:0], flow.BatchID{1}, flows, sel); err != nil {
+						if buf, err = encode(buf[:0], flows, sel); err != nil {
 							b.Fatal(err)
 						}
 						size += len(buf)
@@ -109,16 +109,16 @@ func BenchmarkEncode(b *testing.B) {
 
 func BenchmarkDecode(b *testing.B) {
 	for _, pop := range populations {
-		for _, c := range []Compression{CompressionFrameZstd, CompressionBufferZstd} {
-			if c != CompressionFrameZstd && pop.name != "sessions" {
+		for _, c := range []Compression{CompressionFrameZstd, compV1Frame, CompressionBufferZstd} {
+			if c == CompressionBufferZstd && pop.name != "sessions" {
 				continue
 			}
 			b.Run(fmt.Sprintf("%s/p8/%s", pop.name, compName(c)), func(b *testing.B) {
 				flows := pop.flows(b)
-				enc := NewEncoder(c)
+				encode := encodeFunc(c)
 				var payloads [][]byte
 				for _, sel := range partitions(flows, 8) {
-					p, err := enc.EncodeSelected(nil, flow.BatchID{1}, flows, sel)
+					p, err := encode(nil, flows, sel)
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -146,8 +146,36 @@ func BenchmarkDecode(b *testing.B) {
 	}
 }
 
+// compV1Frame is the bus's encoding before wire version 2: the flow
+// schema as is, built with Builder, written by Arrow's IPC writer, in one
+// zstd frame. Kept in the benchmarks for comparison.
+const compV1Frame Compression = 100
+
 func compName(c Compression) string {
+	if c == compV1Frame {
+		return "v1-zstd"
+	}
 	return [...]string{"zstd", "arrow-zstd", "arrow-lz4", "none"}[c]
+}
+
+// encodeFunc returns a function encoding flows[sel] with c.
+func encodeFunc(c Compression) func(dst []byte, flows []flow.Pseudo, sel []int32) ([]byte, error) {
+	if c != compV1Frame {
+		enc := NewEncoder(c)
+		return func(dst []byte, flows []flow.Pseudo, sel []int32) ([]byte, error) {
+			return enc.EncodeSelected(dst, flow.BatchID{1}, flows, sel)
+		}
+	}
+	enc, b := NewEncoder(CompressionFrameZstd), NewBuilder()
+	return func(dst []byte, flows []flow.Pseudo, sel []int32) ([]byte, error) {
+		b.Reset()
+		for _, i := range sel {
+			b.Append(flow.BatchID{1}, &flows[i])
+		}
+		rec := b.Record()
+		defer rec.Release()
+		return enc.EncodeRecord(dst, rec)
+	}
 }
 
 var (
