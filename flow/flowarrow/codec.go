@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"unsafe"
 
 	"github.com/apache/arrow/go/v15/arrow"
 	"github.com/apache/arrow/go/v15/arrow/ipc"
@@ -233,11 +232,6 @@ func (d *Decoder) Decode(dst []flow.Pseudo, payload []byte) (out []flow.Pseudo, 
 		payload = raw
 	}
 	if t, wid, base, rest, err := matchWireSchema(payload); t != nil {
-		if uintptr(unsafe.Pointer(unsafe.SliceData(payload)))%8 != 0 {
-			// Keep 8-byte buffers aligned as Arrow requires (a bare
-			// stream may sit anywhere in a fetched Kafka batch).
-			rest = append(make([]byte, 0, len(rest)), rest...)
-		}
 		// The limit covers the decompressed stream and the decoded flows.
 		out, err := wd.decode(dst, t, base, rest, max(0, d.limit-int64(len(payload)))/rowSize)
 		if err != nil {

@@ -222,3 +222,24 @@ func TestWireEncodeAllocs(t *testing.T) {
 		t.Errorf("%.1f allocations per encode", allocs)
 	}
 }
+
+// TestWireUnaligned decodes a bare stream that does not start at an
+// 8-byte boundary (as in a fetched Kafka batch): the decoder reads
+// little-endian values without assuming alignment.
+func TestWireUnaligned(t *testing.T) {
+	flows := flowtest.Flows(8, 3000)
+	payload, err := NewEncoder(CompressionNone).Encode(nil, flow.BatchID{3}, flows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off := 1; off < 8; off++ {
+		buf := append(make([]byte, off, off+len(payload)), payload...)
+		got, _, err := NewDecoder(0).Decode(nil, buf[off:])
+		if err != nil {
+			t.Fatalf("offset %d: %v", off, err)
+		}
+		if diff := cmp.Diff(canonical(flows), canonical(got)); diff != "" {
+			t.Fatalf("offset %d: (-want +got):\n%s", off, diff)
+		}
+	}
+}
