@@ -3,6 +3,7 @@ package flowarrow
 import (
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"math"
 	"math/bits"
 	"unsafe"
@@ -22,16 +23,24 @@ type wireEncoder struct {
 
 	keys, tmp []uint64
 
-	addr [5]addrDict // exporter, sub, peer, remote_addr, transit_src
-	str  [7]strDict  // as_org, country, provider, intel, exporter_name, in_if_name, out_if_name
-
-	// rows holds the columns of each input row, packed, so the flows are
-	// read once (they are large and rarely in cache) and the sorted
-	// order is gathered from this smaller array.
-	rows []wireRow
+	one   rowSet    // rows of encode
+	parts []*rowSet // rows of encodeParts, by partition
 
 	nodes []fieldNode
 	bufs  []bufferRef
+}
+
+// rowSet is the rows of one record batch being built, packed (the flows
+// are read once: they are large and rarely in cache; the sorted order is
+// gathered from this smaller array), with their dictionaries.
+type rowSet struct {
+	rows []wireRow
+	addr [5]addrDict // exporter, sub, peer, remote_addr, transit_src
+	str  [7]strDict  // as_org, country, provider, intel, exporter_name, in_if_name, out_if_name
+	// lo and hi bound time_start; wide is set when a duration, byte or
+	// packet count needs 64 bits.
+	lo, hi int64
+	wide   bool
 }
 
 // Indexes into wireEncoder.addr and wireRow.idx (string dictionaries
@@ -46,10 +55,122 @@ const (
 
 func newWireEncoder() *wireEncoder {
 	e := &wireEncoder{fb: flatbuffers.NewBuilder(4096)}
-	for i := range e.str {
-		e.str[i].m = map[string]int32{}
-	}
+	e.one.init()
 	return e
+}
+
+func (rs *rowSet) init() {
+	for i := range rs.str {
+		rs.str[i].m = map[string]int32{}
+	}
+	rs.reset()
+}
+
+func (rs *rowSet) reset() {
+	rs.rows = rs.rows[:0]
+	for i := range rs.addr {
+		rs.addr[i].reset()
+	}
+	for i := range rs.str {
+		rs.str[i].reset()
+	}
+	rs.lo, rs.hi, rs.wide = math.MaxInt64, math.MinInt64, false
+}
+
+// add appends the row of f.
+func (rs *rowSet) add(f *flow.Pseudo) {
+	rs.rows = append(rs.rows, wireRow{})
+	r := &rs.rows[len(rs.rows)-1]
+	r.ts = uint64(f.TimeStartMs)
+	r.dur = f.TimeEndMs - f.TimeStartMs
+	r.bytes, r.packets = f.Bytes, f.Packets
+	rs.lo, rs.hi = min(rs.lo, f.TimeStartMs), max(rs.hi, f.TimeStartMs)
+	if r.dur != int64(int32(r.dur)) || f.Bytes > math.MaxUint32 || f.Packets > math.MaxUint32 {
+		rs.wide = true
+	}
+	r.u32 = [6]uint32{f.ObsDomain, f.InIf, f.OutIf, f.Epoch, f.SamplingRate, f.RemoteASN}
+	r.u16 = [4]uint16{f.SubPort, f.PeerPort, f.RemotePort, f.TransitSrcPort}
+	r.u8 = [5]uint8{f.Proto, f.TCPFlags, enumByte(uint8(f.Protocol), len(protocolDict)),
+		enumByte(uint8(f.Kind), len(kindDict)), enumByte(uint8(f.Direction), len(directionDict))}
+	a, st := &rs.addr, &rs.str
+	r.idx = [12]int16{
+		int16(a[adExporter].index((*[16]byte)(&f.Exporter))),
+		int16(a[adSub].index((*[16]byte)(&f.Sub))),
+		int16(a[adPeer].index((*[16]byte)(&f.Peer))),
+		int16(a[adRemote].index((*[16]byte)(&f.Remote))),
+		int16(a[adTransit].index((*[16]byte)(&f.TransitSrc))),
+		int16(st[0].index(f.RemoteASOrg)),
+		int16(st[1].index(f.RemoteCountry)),
+		int16(st[2].index(f.Provider)),
+		int16(st[3].index(f.Intel)),
+		int16(st[4].index(f.ExporterName)),
+		int16(st[5].index(f.InIfName)),
+		int16(st[6].index(f.OutIfName)),
+	}
+}
+
+// startStream starts e.stream with the schema message of the variant,
+// batch ID and time base.
+func (e *wireEncoder) startStream(id flow.BatchID, base int64, wide bool) {
+	t := &wireTemplates()[0]
+	if wide {
+		t = &wireTemplates()[1]
+	}
+	s := append(e.stream[:0], t.msg...)
+	hex.Encode(s[t.idAt:t.idAt+32], id[:])
+	putTimeBase(s[t.timeAt:t.timeAt+20], base)
+	e.stream = s
+}
+
+func (e *wireEncoder) endStream() []byte {
+	e.stream = append(e.stream, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0)
+	return e.stream
+}
+
+// encodeParts encodes flows split by partition (partOf, in [0, nparts))
+// in one pass over flows, into streams of at most maxRows rows (at most
+// wireMaxRows), calling emit for each (the stream is valid during the
+// call) after id has named it. Partitions whose rows fill up are emitted
+// during the pass, the others in partition order at the end.
+func (e *wireEncoder) encodeParts(flows []flow.Pseudo, nparts int, partOf func(*flow.Pseudo) int, maxRows int,
+	id func() flow.BatchID, emit func(part, n int, stream []byte) error) error {
+	maxRows = min(max(maxRows, 1), wireMaxRows)
+	for len(e.parts) < nparts {
+		rs := &rowSet{}
+		rs.init()
+		e.parts = append(e.parts, rs)
+	}
+	finish := func(p int) error {
+		rs := e.parts[p]
+		wide := rs.wide || uint64(rs.hi-rs.lo) > math.MaxUint32
+		e.startStream(id(), rs.lo, wide)
+		e.batch(rs, rs.lo, wide)
+		err := emit(p, len(rs.rows), e.endStream())
+		rs.reset()
+		return err
+	}
+	for i := range flows {
+		f := &flows[i]
+		p := partOf(f)
+		if p < 0 || p >= nparts {
+			return fmt.Errorf("flow %d: partition %d not in [0, %d)", i, p, nparts)
+		}
+		rs := e.parts[p]
+		rs.add(f)
+		if len(rs.rows) == maxRows {
+			if err := finish(p); err != nil {
+				return err
+			}
+		}
+	}
+	for p := range nparts {
+		if len(e.parts[p].rows) > 0 {
+			if err := finish(p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // flowAt returns the j-th flow of flows, or of flows[sel[...]] when sel is
@@ -86,69 +207,30 @@ func (e *wireEncoder) encode(id flow.BatchID, flows []flow.Pseudo, sel []int32) 
 			wide = true
 		}
 	}
-	t := &wireTemplates()[0]
-	if wide {
-		t = &wireTemplates()[1]
-	}
-	s := append(e.stream[:0], t.msg...)
-	hex.Encode(s[t.idAt:t.idAt+32], id[:])
-	putTimeBase(s[t.timeAt:t.timeAt+20], base)
-	e.stream = s
+	e.startStream(id, base, wide)
+	rs := &e.one
 	for lo := 0; lo < n || lo == 0; lo += wireMaxRows {
-		e.batch(flows, sel, lo, min(n, lo+wireMaxRows), base, wide)
+		rs.reset()
+		for j := lo; j < min(n, lo+wireMaxRows); j++ {
+			rs.add(flowAt(flows, sel, j))
+		}
+		e.batch(rs, base, wide)
 		if n == 0 {
 			break
 		}
 	}
-	e.stream = append(e.stream, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0)
-	return e.stream
+	return e.endStream()
 }
 
-// batch appends the dictionaries and the record batch of flows lo to hi.
-func (e *wireEncoder) batch(flows []flow.Pseudo, sel []int32, lo, hi int, base int64, wide bool) {
-	m := hi - lo
-	for i := range e.addr {
-		e.addr[i].reset()
-	}
-	for i := range e.str {
-		e.str[i].reset()
-	}
+// batch appends the dictionaries and the record batch of the rows of rs.
+func (e *wireEncoder) batch(rs *rowSet, base int64, wide bool) {
+	rows := rs.rows
+	m := len(rows)
 	e.keys = grow(e.keys, m)
 	e.tmp = grow(e.tmp, m)
-
-	// Pass 1, input order: every column of each row into rows, and the
-	// sort key (remote, remote port, subscriber, input row). The row is in
-	// the low bits, so the sort is stable without sorting them.
-	e.rows = grow(e.rows, m)
-	rows := e.rows[:m]
-	remote, sub := &e.addr[adRemote], &e.addr[adSub]
-	exp, peer, tr := &e.addr[adExporter], &e.addr[adPeer], &e.addr[adTransit]
-	org, cc, prov, intel, expName, inName, outName := &e.str[0], &e.str[1], &e.str[2], &e.str[3], &e.str[4], &e.str[5], &e.str[6]
-	for j := range rows {
-		f := flowAt(flows, sel, lo+j)
-		r := &rows[j]
-		r.ts = uint64(f.TimeStartMs - base)
-		r.dur = f.TimeEndMs - f.TimeStartMs
-		r.bytes, r.packets = f.Bytes, f.Packets
-		r.u32 = [6]uint32{f.ObsDomain, f.InIf, f.OutIf, f.Epoch, f.SamplingRate, f.RemoteASN}
-		r.u16 = [4]uint16{f.SubPort, f.PeerPort, f.RemotePort, f.TransitSrcPort}
-		r.u8 = [5]uint8{f.Proto, f.TCPFlags, enumByte(uint8(f.Protocol), len(protocolDict)),
-			enumByte(uint8(f.Kind), len(kindDict)), enumByte(uint8(f.Direction), len(directionDict))}
-		r.idx = [12]int16{
-			int16(exp.index((*[16]byte)(&f.Exporter))),
-			int16(sub.index((*[16]byte)(&f.Sub))),
-			int16(peer.index((*[16]byte)(&f.Peer))),
-			int16(remote.index((*[16]byte)(&f.Remote))),
-			int16(tr.index((*[16]byte)(&f.TransitSrc))),
-			int16(org.index(f.RemoteASOrg)),
-			int16(cc.index(f.RemoteCountry)),
-			int16(prov.index(f.Provider)),
-			int16(intel.index(f.Intel)),
-			int16(expName.index(f.ExporterName)),
-			int16(inName.index(f.InIfName)),
-			int16(outName.index(f.OutIfName)),
-		}
-	}
+	// Sort keys (remote, remote port, subscriber, input row). The row is
+	// in the low bits, so the sort is stable without sorting them.
+	sub, remote := &rs.addr[adSub], &rs.addr[adRemote]
 	rowBits := bits.Len(uint(max(m-1, 1)))
 	subBits := bits.Len(uint(max(len(sub.vals)-1, 1)))
 	remBits := bits.Len(uint(max(len(remote.vals)-1, 1)))
@@ -166,9 +248,9 @@ func (e *wireEncoder) batch(flows []flow.Pseudo, sel []int32, lo, hi int, base i
 		case wkEnum:
 			e.appendStringDict(col.dictID, enumNamesOf(c))
 		case wkAddr:
-			e.appendAddrDict(col.dictID, e.addr[addrDictOf(c)].vals)
+			e.appendAddrDict(col.dictID, rs.addr[addrDictOf(c)].vals)
 		case wkStr:
-			e.appendStringDict(col.dictID, e.str[strDictOf(c)].vals)
+			e.appendStringDict(col.dictID, rs.str[strDictOf(c)].vals)
 		}
 	}
 
@@ -197,12 +279,12 @@ func (e *wireEncoder) batch(flows []flow.Pseudo, sel []int32, lo, hi int, base i
 	for i, k := range keys {
 		r := &rows[k&rowMask]
 		if wide {
-			le.PutUint64(body[at[wTimeStart]+8*i:], r.ts)
+			le.PutUint64(body[at[wTimeStart]+8*i:], r.ts-uint64(base))
 			le.PutUint64(body[at[wDuration]+8*i:], uint64(r.dur))
 			le.PutUint64(body[at[wBytes]+8*i:], r.bytes)
 			le.PutUint64(body[at[wPackets]+8*i:], r.packets)
 		} else {
-			le.PutUint32(body[at[wTimeStart]+4*i:], uint32(r.ts))
+			le.PutUint32(body[at[wTimeStart]+4*i:], uint32(r.ts-uint64(base)))
 			le.PutUint32(body[at[wDuration]+4*i:], uint32(r.dur))
 			le.PutUint32(body[at[wBytes]+4*i:], uint32(r.bytes))
 			le.PutUint32(body[at[wPackets]+4*i:], uint32(r.packets))
@@ -228,12 +310,13 @@ func (e *wireEncoder) batch(flows []flow.Pseudo, sel []int32, lo, hi int, base i
 		le.PutUint16(body[at[wRemote]+2*i:], uint16(r.idx[adRemote]))
 		le.PutUint16(body[at[wTransitSrc]+2*i:], uint16(r.idx[adTransit]))
 		for d := range 7 {
-			le.PutUint16(body[at[wASOrg+d]+2*i:], uint16(r.idx[len(e.addr)+d]))
+			le.PutUint16(body[at[wASOrg+d]+2*i:], uint16(r.idx[len(rs.addr)+d]))
 		}
 	}
 }
 
-// wireRow is one input row's columns (dictionary indices in idx: the five
+// wireRow is one input row's columns: ts is time_start itself (the base
+// is subtracted when written), idx the dictionary indices (the five
 // address dictionaries, then the seven string dictionaries).
 type wireRow struct {
 	ts, bytes, packets uint64

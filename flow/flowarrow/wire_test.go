@@ -243,3 +243,53 @@ func TestWireUnaligned(t *testing.T) {
 		}
 	}
 }
+
+// TestEncodeParts checks the one-pass split: every flow comes back once,
+// in a message of its partition, messages hold at most maxFlows flows,
+// and each message carries the ID it was given.
+func TestEncodeParts(t *testing.T) {
+	flows := flowtest.Flows(9, wireMaxRows+2000)
+	want := canonical(flows)
+	for _, tc := range []struct {
+		comp             Compression
+		nparts, maxFlows int
+	}{
+		{CompressionFrameZstd, 5, 1000},
+		{CompressionFrameZstd, 1, 100000}, // capped at 32,768 a message
+		{CompressionNone, 5, 32768},
+		{CompressionBufferLZ4, 3, 30000},
+	} {
+		c, nparts, maxFlows := tc.comp, tc.nparts, tc.maxFlows
+		partOf := func(f *flow.Pseudo) int { return int(f.Remote[15]+f.Peer[3]) % nparts }
+		enc := NewEncoder(c)
+		var got []flow.Pseudo
+		seq, msgs := byte(0), 0
+		var cur flow.BatchID
+		err := enc.EncodeParts(flows, nparts, partOf, maxFlows,
+			func() flow.BatchID { seq++; cur = flow.BatchID{seq}; return cur },
+			func(part, n int, payload []byte) error {
+				msgs++
+				out, id, err := NewDecoder(0).Decode(nil, payload)
+				if err != nil {
+					return err
+				}
+				if id != cur || len(out) != n || n > maxFlows || (c.WireVersion() == WireVersion && n > wireMaxRows) {
+					t.Errorf("%+v: message %v: id %v, %d flows (said %d)", tc, cur, id, len(out), n)
+				}
+				for i := range out {
+					if partOf(&out[i]) != part {
+						t.Fatalf("%+v: a flow of partition %d in a message of %d", tc, partOf(&out[i]), part)
+					}
+				}
+				got = append(got, out...)
+				return nil
+			})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, canonical(got)); diff != "" {
+			t.Errorf("%+v: flows differ (-want +got):\n%s", tc, diff)
+		}
+		t.Logf("%+v: %d messages", tc, msgs)
+	}
+}
