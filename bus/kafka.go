@@ -34,7 +34,7 @@ type KafkaProducer struct {
 	log  *slog.Logger
 	m    *metrics
 	comp flowarrow.Compression
-	encs sync.Pool // *encoder
+	encs sync.Pool // *flowarrow.Encoder
 
 	w     *kafka.Writer
 	sem   *semaphore.Weighted
@@ -73,7 +73,7 @@ func NewKafkaProducer(cfg KafkaConfig, deps Deps) (*KafkaProducer, error) {
 		parts: cfg.Partitions,
 		kick:  make(chan struct{}, 1),
 	}
-	p.encs.New = func() any { return &encoder{enc: flowarrow.NewEncoder(comp)} }
+	p.encs.New = func() any { return flowarrow.NewEncoder(comp) }
 	return p, nil
 }
 
@@ -231,50 +231,30 @@ func (p *KafkaProducer) Publish(ctx context.Context, b flow.Batch) error {
 }
 
 // encode splits b into one message per partition (more when a part has
-// over MaxMessageFlows flows).
+// over MaxMessageFlows flows), in one pass over the flows.
 func (p *KafkaProducer) encode(b flow.Batch, parts int) ([]kafka.Message, int64, error) {
-	enc := p.encs.Get().(*encoder)
+	enc := p.encs.Get().(*flowarrow.Encoder)
 	defer p.encs.Put(enc)
-	// Counting sort of flow indexes by partition.
-	part := grow(&enc.part, len(b.Flows))
-	counts := grow(&enc.counts, parts+1)
-	clear(counts)
-	for i := range b.Flows {
-		k := PartitionOf(PartitionKey(&b.Flows[i]), parts)
-		part[i] = int32(k)
-		counts[k+1]++
-	}
-	for i := 1; i <= parts; i++ {
-		counts[i] += counts[i-1]
-	}
-	order := grow(&enc.order, len(b.Flows))
-	pos := append(grow(&enc.pos, parts)[:0], counts[:parts]...)
-	for i, k := range part {
-		order[pos[k]] = int32(i)
-		pos[k]++
-	}
 	var msgs []kafka.Message
 	var size int64
 	n := uint16(0)
-	for k := 0; k < parts; k++ {
-		sel := order[counts[k]:counts[k+1]]
-		for len(sel) > 0 {
-			chunk := sel[:min(len(sel), p.cfg.MaxMessageFlows)]
-			sel = sel[len(chunk):]
-			id := PartID(b.ID, n)
-			n++
-			var err error
-			if enc.buf, err = enc.enc.EncodeSelected(enc.buf[:0], id, b.Flows, chunk); err != nil {
-				return nil, 0, err
-			}
+	var id flow.BatchID
+	wire := enc.WireVersion()
+	err := enc.EncodeParts(b.Flows, parts,
+		func(f *flow.Pseudo) int { return PartitionOf(PartitionKey(f), parts) },
+		p.cfg.MaxMessageFlows,
+		func() flow.BatchID { id = PartID(b.ID, n); n++; return id },
+		func(part, flows int, payload []byte) error {
 			// The value waits for Kafka's acknowledgement, counted by its
-			// length in BufferBytes: give it exactly that (the compressor
-			// writes into room for the uncompressed stream, about four
-			// times more).
-			val := bytes.Clone(enc.buf)
-			msgs = append(msgs, newMessage(k, id, len(chunk), val, p.comp.WireVersion()))
+			// length in BufferBytes: give it exactly that (the payload
+			// is the encoder's buffer, with room to spare).
+			val := bytes.Clone(payload)
+			msgs = append(msgs, newMessage(part, id, flows, val, wire))
 			size += int64(len(val))
-		}
+			return nil
+		})
+	if err != nil {
+		return nil, 0, err
 	}
 	return msgs, size, nil
 }
@@ -297,23 +277,6 @@ func newMessage(partition int, id flow.BatchID, flows int, val []byte, wire int)
 			{Key: HeaderFlows, Value: []byte(strconv.Itoa(flows))},
 		},
 	}
-}
-
-// encoder is an Encoder, its output buffer and the scratch of splitting a
-// batch by partition, pooled per producer.
-type encoder struct {
-	enc                      *flowarrow.Encoder
-	buf                      []byte
-	part, counts, order, pos []int32
-}
-
-// grow returns *s resized to n, reallocated only when too small.
-func grow(s *[]int32, n int) []int32 {
-	if cap(*s) < n {
-		*s = make([]int32, n)
-	}
-	*s = (*s)[:n]
-	return *s
 }
 
 // keyBalancer sends a message to the partition named by its 4-byte key.
