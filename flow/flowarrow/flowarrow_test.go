@@ -327,7 +327,7 @@ func TestDecodeLimit(t *testing.T) {
 		if _, _, err := NewDecoder(need).Decode(nil, payload); !errors.Is(err, ErrTooLarge) {
 			t.Errorf("compression %d: limit of exactly the flows' size: err = %v, want ErrTooLarge", c, err)
 		}
-		if got, _, err := NewDecoder(4 * need).Decode(nil, payload); err != nil || len(got) != len(flows) {
+		if got, _, err := NewDecoder(4*need).Decode(nil, payload); err != nil || len(got) != len(flows) {
 			t.Errorf("compression %d: limit of 4 times the flows' size: %d flows, %v", c, len(got), err)
 		}
 	}
