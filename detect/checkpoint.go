@@ -13,7 +13,7 @@ import (
 	"github.com/axiomhq/hyperloglog"
 )
 
-// Checkpoint format, version 2 (all integers little-endian):
+// Checkpoint format, version 3 (all integers little-endian):
 //
 //	magic "CCFLOWDT", uint32 version
 //	config: window ms, hop ms (int64), sample size (uint32)
@@ -26,13 +26,15 @@ import (
 //	pairs: uint32 count, then per pair: subscriber and endpoint ordinals (uint32, in the
 //	  order written above), first, last, flows, bytes/16 (uint32), end delta (uint16, 100 ms), rate,
 //	  lastPort (uint16), score uint8, flags uint8 (version 2: bit 2 = the pair exchanged data),
-//	  n uint8, then n × (start uint32, size uint16)
+//	  n uint8, then n × (start uint32, size uint16, duration uint16 (version 3; encodeDur,
+//	  0xffff unknown))
 //	trailer: CRC-32 (IEEE) of everything before it
 //
 // Times are offsets from base, as in memory. A checkpoint restores only
-// into a detector with the same window, hop and sample size. Version 1
-// (without the pair flags) is still read; its pairs count as having
-// exchanged data.
+// into a detector with the same window, hop and sample size. Versions 1
+// (without the pair flags: its pairs count as having exchanged data) and
+// 2 (without durations: they are unknown, and the idle time between the
+// restored connections is not measured) are still read.
 
 // ErrCheckpoint is wrapped by every error Restore returns for a damaged,
 // foreign or incompatible checkpoint.
@@ -42,7 +44,7 @@ var _ io.Writer = (*countWriter)(nil)
 
 const (
 	checkpointMagic   = "CCFLOWDT"
-	checkpointVersion = 2
+	checkpointVersion = 3
 )
 
 // countWriter counts bytes and keeps the first error.
@@ -194,10 +196,15 @@ func (d *Detector) Checkpoint(w io.Writer) (int64, error) {
 		c.u8(p.score)
 		c.u8(p.flags & pairData)
 		c.u8(p.n)
-		s, z := d.samples(p)
+		s, z, u := d.samples(p)
 		for j := range s {
 			c.u32(s[j])
 			c.u16(z[j])
+			if u != nil {
+				c.u16(u[j])
+			} else {
+				c.u16(durUnknown)
+			}
 		}
 	}
 	sum := c.h.Sum32()
@@ -293,8 +300,8 @@ func (d *Detector) restore(r io.Reader) error {
 		return errors.New("not a detector checkpoint")
 	}
 	version := c.u32()
-	if version != 1 && version != checkpointVersion {
-		return fmt.Errorf("unsupported checkpoint version %d (want 1 or %d)", version, checkpointVersion)
+	if version < 1 || version > checkpointVersion {
+		return fmt.Errorf("unsupported checkpoint version %d (want 1 to %d)", version, checkpointVersion)
 	}
 	w, h, ss := c.i64(), c.i64(), c.u32()
 	if c.err == nil && (w != d.cfg.Window.Milliseconds() || h != d.cfg.Hop.Milliseconds() || int(ss) != d.cfg.SampleSize) {
@@ -401,9 +408,19 @@ func (d *Detector) restore(r io.Reader) error {
 		p.first, p.last, p.flows, p.bytes16, p.endDelta = first, last, flows, bytes16, endDelta
 		p.rate, p.lastPort, p.score = rate, lastPort, score
 		p.flags |= flags
+		var durs [256]uint16
 		for j := uint8(0); j < n && c.err == nil; j++ {
-			t, z := c.u32(), c.u16()
-			d.addSample(p, t, z)
+			t, z, u := c.u32(), c.u16(), uint16(durUnknown)
+			if version >= 3 {
+				u = c.u16()
+			}
+			durs[j] = u
+			d.addSample(p, t, z, u)
+		}
+		// Samples restored inline and then moved into a block lost
+		// their durations on the way: put them back.
+		if _, _, u := d.samples(p); u != nil && c.err == nil {
+			copy(u, durs[:len(u)])
 		}
 	}
 	if c.err != nil {

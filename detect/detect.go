@@ -8,7 +8,8 @@
 //
 // A pair keeps its first and latest connection start, flow and byte
 // counts, and a bounded sample of its most recent connection starts with
-// their sizes (docs/detection.md explains the scores built from them). At
+// their sizes and durations (docs/detection.md explains the scores built
+// from them). At
 // the end of every hop (event time) the window [end-window, end) is
 // evaluated: each pair with enough connections gets a beacon score; each
 // endpoint gets a period estimated from the pooled intervals of its pairs,
@@ -326,6 +327,12 @@ func (d *Detector) observe(f *flow.Pseudo, t int64, fp uint64) {
 	if f.TimeEndMs > t {
 		endOff = uint32(min(f.TimeEndMs-d.base, 1<<32-1))
 	}
+	// The flow's duration, for the idle time between connections (a
+	// flow ending before it starts has none).
+	dur := uint16(durUnknown)
+	if f.TimeEndMs >= t {
+		dur = encodeDur(uint64(f.TimeEndMs - t))
+	}
 	if t < d.dataFrom {
 		d.dataFrom = t
 	}
@@ -346,6 +353,10 @@ func (d *Detector) observe(f *flow.Pseudo, t int64, fp uint64) {
 	if p.n > 0 && f.SubPort != 0 && f.SubPort == p.lastPort && off >= p.last && off <= p.lastEnd()+continuationGapMs {
 		if endOff > p.lastEnd() {
 			p.setEnd(endOff)
+			// The connection lasts longer: so does its latest sample.
+			if s, _, u := d.samples(p); u != nil && s[len(s)-1] == p.last && u[len(u)-1] != durUnknown {
+				u[len(u)-1] = encodeDur(uint64(endOff - p.last))
+			}
 		}
 		d.nCont++
 		return
@@ -359,7 +370,7 @@ func (d *Detector) observe(f *flow.Pseudo, t int64, fp uint64) {
 		p.setEnd(endOff)
 		p.lastPort = f.SubPort
 	}
-	d.addSample(p, off, encodeSize(f.Bytes))
+	d.addSample(p, off, encodeSize(f.Bytes), dur)
 }
 
 // continuationGapMs is the largest pause between two records of one
@@ -502,17 +513,19 @@ func (d *Detector) freeEndpoint(ei uint32) {
 	d.epFree = append(d.epFree, ei)
 }
 
-// samples returns the pair's sample (sorted by start), len p.n.
-func (d *Detector) samples(p *pair) ([]uint32, []uint16) {
+// samples returns the pair's sample (sorted by start), len p.n: starts,
+// sizes, and durations (encodeDur; nil while the sample is inline, where
+// durations are not kept).
+func (d *Detector) samples(p *pair) ([]uint32, []uint16, []uint16) {
 	switch {
 	case p.block == 0:
-		return p.starts[:p.n], p.sizes[:p.n]
+		return p.starts[:p.n], p.sizes[:p.n], nil
 	case int(p.cap) == smallBlock:
-		s, z := d.small.block(p.block - 1)
-		return s[:p.n], z[:p.n]
+		s, z, u := d.small.block(p.block - 1)
+		return s[:p.n], z[:p.n], u[:p.n]
 	default:
-		s, z := d.big.block(p.block - 1)
-		return s[:p.n], z[:p.n]
+		s, z, u := d.big.block(p.block - 1)
+		return s[:p.n], z[:p.n], u[:p.n]
 	}
 }
 
@@ -528,33 +541,41 @@ func (d *Detector) releaseBlock(p *pair) {
 	p.block = 0
 }
 
-// addSample inserts a connection start in order, growing the storage
-// from inline to a small block to a full block, and dropping the oldest
-// start once full.
-func (d *Detector) addSample(p *pair, off uint32, size uint16) {
+// addSample inserts a connection start in order, with its size and
+// duration (encodeDur), growing the storage from inline to a small block
+// to a full block, and dropping the oldest start once full. Inline samples
+// keep no duration: they move into a block with durUnknown.
+func (d *Detector) addSample(p *pair, off uint32, size, dur uint16) {
 	if int(p.n) == int(p.cap) && int(p.cap) < d.cfg.SampleSize {
-		s, z := d.samples(p)
+		s, z, u := d.samples(p)
 		var nb uint32
 		var ns []uint32
-		var nz []uint16
+		var nz, nu []uint16
 		ncap := smallBlock
 		if int(p.cap) == smallBlock {
 			ncap = d.cfg.SampleSize
 		}
 		if ncap == smallBlock {
 			nb = d.small.alloc()
-			ns, nz = d.small.block(nb)
+			ns, nz, nu = d.small.block(nb)
 		} else {
 			nb = d.big.alloc()
-			ns, nz = d.big.block(nb)
+			ns, nz, nu = d.big.block(nb)
 		}
 		copy(ns, s)
 		copy(nz, z)
+		if u != nil {
+			copy(nu, u)
+		} else {
+			for i := range s {
+				nu[i] = durUnknown
+			}
+		}
 		d.releaseBlock(p)
 		p.block = nb + 1
 		p.cap = uint8(ncap)
 	}
-	s, z := d.samples(p)
+	s, z, u := d.samples(p)
 	if int(p.n) == int(p.cap) {
 		if off < s[0] {
 			return // older than everything kept
@@ -564,15 +585,27 @@ func (d *Detector) addSample(p *pair, off uint32, size uint16) {
 		k := max(1, int(p.cap)/8)
 		copy(s, s[k:])
 		copy(z, z[k:])
+		if u != nil {
+			copy(u, u[k:])
+		}
 		p.n -= uint8(k)
 	}
 	s, z = s[:p.n+1], z[:p.n+1]
+	if u != nil {
+		u = u[:p.n+1]
+	}
 	i := int(p.n)
 	for i > 0 && s[i-1] > off {
 		s[i], z[i] = s[i-1], z[i-1]
+		if u != nil {
+			u[i] = u[i-1]
+		}
 		i--
 	}
 	s[i], z[i] = off, size
+	if u != nil {
+		u[i] = dur
+	}
 	p.n++
 }
 

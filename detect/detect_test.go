@@ -724,3 +724,38 @@ func TestStatsAndBytes(t *testing.T) {
 		t.Errorf("watermark %s", s.Watermark)
 	}
 }
+
+// TestRestoreVersion2 restores a version-2 checkpoint (written by the
+// detector before durations were checkpointed: 3 subscribers beaconing to
+// 203.0.113.50:8443 every 45 s for 45 minutes, and noise; window 2h, hop
+// 30m): its pairs resume, with unknown durations.
+func TestRestoreVersion2(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "checkpoint-v2.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := detect.DefaultConfig()
+	cfg.Window, cfg.Hop = 2*time.Hour, 30*time.Minute
+	d := newDetector(t, cfg, nil)
+	if err := d.Restore(bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+	if st := d.Stats(); st.Pairs != 283 || st.Subscribers != 53 || st.Endpoints != 31 {
+		t.Errorf("restored %+v, want 283 pairs, 53 subscribers, 31 endpoints", st)
+	}
+	d.Flush()
+	var found bool
+	for _, r := range d.Results() {
+		for _, c := range r.Candidates {
+			if c.RemoteAddr.String() == "203.0.113.50" && c.RemotePort == 8443 {
+				found = true
+				if !strings.Contains(c.Explanation, "every 45.0 s") {
+					t.Errorf("explanation: %s", c.Explanation)
+				}
+			}
+		}
+	}
+	if !found {
+		t.Error("the restored beacon is not a candidate")
+	}
+}

@@ -142,7 +142,7 @@ func (d *Detector) windowStarts(p *pair, lo, hi uint32) []uint32 {
 	ev := &d.ev
 	ev.starts, ev.sizes = ev.starts[:0], ev.sizes[:0]
 	minGap := uint32(d.cfg.MinPeriod.Milliseconds())
-	s, z := d.samples(p)
+	s, z, _ := d.samples(p)
 	for i, t := range s {
 		if t < lo || t >= hi {
 			continue
@@ -721,7 +721,7 @@ func (d *Detector) expire(nextWs int64) {
 			p.flows = uint32(math.Ceil(float64(p.flows) * frac))
 			p.bytes16 = uint32(float64(p.bytes16) * frac)
 			p.first = lo
-			s, z := d.samples(p)
+			s, z, u := d.samples(p)
 			k := 0
 			for k < len(s) && s[k] < lo {
 				k++
@@ -729,6 +729,9 @@ func (d *Detector) expire(nextWs int64) {
 			if k > 0 {
 				copy(s, s[k:])
 				copy(z, z[k:])
+				if u != nil {
+					copy(u, u[k:])
+				}
 				p.n -= uint8(k)
 			}
 			if p.n > 0 {
@@ -783,7 +786,7 @@ func (d *Detector) rebase(nb int64) {
 			continue
 		}
 		p.first, p.last = sub(p.first), sub(p.last)
-		s, _ := d.samples(p)
+		s, _, _ := d.samples(p)
 		for i := range s {
 			s[i] = sub(s[i])
 		}

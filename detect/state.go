@@ -23,7 +23,9 @@ const smallBlock = 16
 
 // pair is the state of one (subscriber, remote endpoint) pair. It is kept
 // to 64 bytes because carriers track tens of millions of them; most pairs
-// see few connections in a window and never need a sample block.
+// see few connections in a window and never need a sample block. The
+// inline samples keep no durations (no room); a sample block keeps each
+// connection's duration too, for the idle times between connections.
 type pair struct {
 	fp      uint64 // fingerprint of (pseudonym, epoch, endpoint): the pair table's key
 	sub, ep uint32 // indexes into Detector.subs and Detector.eps
@@ -182,11 +184,12 @@ const (
 )
 
 // pool hands out sample blocks of one capacity. A block holds cap starts
-// (uint32) and cap sizes (uint16).
+// (uint32), cap sizes (uint16) and cap durations (uint16, encodeDur).
 type pool struct {
 	cap    int
 	starts []uint32
 	sizes  []uint16
+	durs   []uint16
 	free   []uint32
 	used   int
 }
@@ -201,6 +204,7 @@ func (p *pool) alloc() uint32 {
 	b := uint32(len(p.starts) / p.cap)
 	p.starts = append(p.starts, make([]uint32, p.cap)...)
 	p.sizes = append(p.sizes, make([]uint16, p.cap)...)
+	p.durs = append(p.durs, make([]uint16, p.cap)...)
 	return b
 }
 
@@ -209,14 +213,14 @@ func (p *pool) release(b uint32) {
 	p.free = append(p.free, b)
 }
 
-func (p *pool) block(b uint32) ([]uint32, []uint16) {
+func (p *pool) block(b uint32) ([]uint32, []uint16, []uint16) {
 	o := int(b) * p.cap
-	return p.starts[o : o+p.cap : o+p.cap], p.sizes[o : o+p.cap : o+p.cap]
+	return p.starts[o : o+p.cap : o+p.cap], p.sizes[o : o+p.cap : o+p.cap], p.durs[o : o+p.cap : o+p.cap]
 }
 
 // bytes returns the memory the pool holds (used or free).
 func (p *pool) bytes() int64 {
-	return int64(cap(p.starts))*4 + int64(cap(p.sizes))*2 + int64(cap(p.free))*4
+	return int64(cap(p.starts))*4 + int64(cap(p.sizes))*2 + int64(cap(p.durs))*2 + int64(cap(p.free))*4
 }
 
 // pairTable is an open-addressing hash table from a pair's fingerprint to
@@ -336,6 +340,23 @@ func encodeSize(b uint64) uint16 {
 		return 0xffff
 	}
 	return 1<<15 | uint16(e)<<10 | uint16((b>>e)&0x3ff)
+}
+
+// durUnknown marks a sample whose flow duration is not known: a flow
+// whose end precedes its start, or a connection start that was kept inline
+// (pairs keep durations only in sample blocks; see pair).
+const durUnknown = 0xffff
+
+// encodeDur packs a flow duration in milliseconds like encodeSize: exact
+// below 32.768 s, then within 0.1%; never durUnknown.
+func encodeDur(ms uint64) uint16 { return min(encodeSize(ms), durUnknown-1) }
+
+// decodeDur returns a duration in milliseconds, and false when unknown.
+func decodeDur(v uint16) (float64, bool) {
+	if v == durUnknown {
+		return 0, false
+	}
+	return decodeSize(v), true
 }
 
 // decodeSize inverts encodeSize (to within 0.1%).
