@@ -43,14 +43,6 @@ func canaryFlows(leak bool) []flow.Pseudo {
 	return flows
 }
 
-func addrsFound(hits []Hit) map[netip.Addr]bool {
-	m := map[netip.Addr]bool{}
-	for _, h := range hits {
-		m[h.Addr] = true
-	}
-	return m
-}
-
 // checkFound fails unless both canaries were found, each in a part whose
 // path contains decoded (the decoder chain that must have led there).
 func checkFound(t *testing.T, hits []Hit, decoded string) {
