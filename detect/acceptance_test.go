@@ -71,7 +71,7 @@ func TestCTU13CleanBackground(t *testing.T) {
 	}
 	for _, c := range cands {
 		ep := fmt.Sprintf("%s:%d/%s", c.RemoteAddr, c.RemotePort, c.Proto)
-		if !strings.HasPrefix(c.Explanation, ep+" is called every") {
+		if !strings.HasPrefix(c.Explanation, ep+" is called") {
 			t.Errorf("explanation of %s does not explain it: %q", ep, c.Explanation)
 		}
 		if c.ModelVersion != detect.ModelVersion {

@@ -9,7 +9,10 @@
 // A pair keeps its first and latest connection start, flow and byte
 // counts, and a bounded sample of its most recent connection starts with
 // their sizes and durations (docs/detection.md explains the scores built
-// from them). At
+// from them). A pair's period is measured on the gaps between connection
+// starts (a timer) or, unsampled, on the idle times between connections
+// when those are clearly more regular (a sleep loop: the period is then
+// the sleep). At
 // the end of every hop (event time) the window [end-window, end) is
 // evaluated: each pair with enough connections gets a beacon score; each
 // endpoint gets a period estimated from the pooled intervals of its pairs,
@@ -37,7 +40,7 @@ import (
 
 // ModelVersion identifies the scoring model; it is written into every
 // candidate and pair score, and changes whenever scores change meaning.
-const ModelVersion = "ccflow-detect/2"
+const ModelVersion = "ccflow-detect/3"
 
 // Deps are the detector's dependencies.
 type Deps struct {

@@ -15,12 +15,19 @@ import (
 
 // evalScratch holds buffers reused by every evaluation.
 type evalScratch struct {
-	fs          fitScratch
-	starts      []uint32
-	sizes       []float64
+	fs     fitScratch
+	starts []uint32
+	sizes  []float64
+	// ends are the connection ends (offsets, ms) matching starts; -1
+	// when unknown.
+	ends        []int64
 	gaps        []float64
+	idle        []float64
+	durs        []float64
 	pooled      []float64
 	pooledSizes []float64
+	pooledIdle  []float64
+	pooledDurs  []float64
 	elig        []eligible
 	eps         []epEval
 	order       []int32
@@ -70,6 +77,8 @@ type eligible struct {
 	coverage float64
 	score    float64 // beacon score at the pair's own period
 	disc     float64 // fan-out discount of its subscriber
+	// sched says which series fit and tm were measured on.
+	sched schedule
 	// noData says that no connection of the pair exchanged data (TCP,
 	// unsampled, handshakes only). It does not change the score: bots
 	// whose C&C is down retry on their schedule (every NjRAT connection
@@ -137,21 +146,35 @@ func (d *Detector) offsetClamp(t int64) uint32 {
 
 // windowStarts collects the pair's connection starts in [lo, hi), merging
 // starts closer than MinPeriod (retries, parallel connections), and their
-// sizes; it returns the starts (offsets) and fills ev.sizes.
+// sizes and ends; it returns the starts (offsets) and fills ev.sizes and
+// ev.ends. Merged connections end with the last of them (unknown when any
+// end is).
 func (d *Detector) windowStarts(p *pair, lo, hi uint32) []uint32 {
 	ev := &d.ev
-	ev.starts, ev.sizes = ev.starts[:0], ev.sizes[:0]
+	ev.starts, ev.sizes, ev.ends = ev.starts[:0], ev.sizes[:0], ev.ends[:0]
 	minGap := uint32(d.cfg.MinPeriod.Milliseconds())
-	s, z, _ := d.samples(p)
+	s, z, u := d.samples(p)
 	for i, t := range s {
 		if t < lo || t >= hi {
 			continue
 		}
+		end := int64(-1)
+		if u != nil {
+			if ms, ok := decodeDur(u[i]); ok {
+				end = int64(t) + int64(ms)
+			}
+		}
 		if n := len(ev.starts); n > 0 && t-ev.starts[n-1] < minGap {
+			if ev.ends[n-1] >= 0 && end >= 0 {
+				ev.ends[n-1] = max(ev.ends[n-1], end)
+			} else {
+				ev.ends[n-1] = -1
+			}
 			continue
 		}
 		ev.starts = append(ev.starts, t)
 		ev.sizes = append(ev.sizes, decodeSize(z[i]))
+		ev.ends = append(ev.ends, end)
 	}
 	return ev.starts
 }
@@ -162,6 +185,35 @@ func gapsOf(starts []uint32, dst []float64) []float64 {
 		dst = append(dst, float64(starts[i]-starts[i-1])/1000)
 	}
 	return dst
+}
+
+// idleGapsOf appends to idle the idle times (seconds) between consecutive
+// connections: the start of connection i+1 minus the end of connection i,
+// and to durs the duration of connection i. A connection whose end is
+// unknown counts as lasting fallback seconds (skipped when fallback < 0).
+// A connection still open when the next one starts (idle time <= 0: a
+// long-lived connection, or parallel ones) gives no idle time. It returns
+// the slices and the number of gaps whose previous connection's end was
+// known (or assumed).
+func idleGapsOf(starts []uint32, ends []int64, fallback float64, idle, durs []float64) ([]float64, []float64, int) {
+	known := 0
+	for i := 0; i+1 < len(starts); i++ {
+		var dur float64
+		switch {
+		case ends[i] >= 0:
+			dur = float64(ends[i]-int64(starts[i])) / 1000
+		case fallback >= 0:
+			dur = fallback
+		default:
+			continue
+		}
+		known++
+		if g := float64(starts[i+1]-starts[i])/1000 - dur; g > 0 {
+			idle = append(idle, g)
+			durs = append(durs, dur)
+		}
+	}
+	return idle, durs, known
 }
 
 func (d *Detector) tol() float64 { return d.cfg.PeriodTolerance }
@@ -344,7 +396,7 @@ func (d *Detector) fanOut() {
 		if c := cmp.Compare(d.ps.at(ea.pi).sub, d.ps.at(eb.pi).sub); c != 0 {
 			return c
 		}
-		return cmp.Compare(ea.fit.Period, eb.fit.Period)
+		return cmp.Compare(ea.sched.onCycle(), eb.sched.onCycle())
 	})
 	for lo := 0; lo < len(idx); {
 		s := d.ps.at(ev.elig[idx[lo]].pi).sub
@@ -357,7 +409,7 @@ func (d *Detector) fanOut() {
 			el := &ev.elig[idx[i]]
 			same := 0
 			for j := lo; j < hi; j++ {
-				if within(ev.elig[idx[j]].fit.Period, el.fit.Period, 0.05) {
+				if within(ev.elig[idx[j]].sched.onCycle(), el.sched.onCycle(), 0.05) {
 					same++
 				}
 			}
@@ -396,8 +448,16 @@ func (d *Detector) scorePair(p *pair, starts []uint32, span, minP, maxP, tol flo
 	ev := &d.ev
 	ev.gaps = gapsOf(starts, ev.gaps)
 	el := eligible{conns: len(starts)}
-	el.fit = fitPeriod(ev.gaps, minP, maxP, tol, p.rate, &ev.fs)
-	el.tm = scoreTiming(ev.gaps, el.fit, tol, p.rate, &ev.fs)
+	// A sleep loop shows its schedule in the idle times between
+	// connections (scheduleTiming).
+	var known int
+	if p.rate <= 1 {
+		ev.idle, ev.durs, known = idleGapsOf(starts, ev.ends, -1, ev.idle[:0], ev.durs[:0])
+	} else {
+		ev.idle, ev.durs = ev.idle[:0], ev.durs[:0]
+	}
+	el.sched = scheduleTiming(ev.gaps, ev.idle, ev.durs, known, d.cfg.MinConnections-1, minP, maxP, tol, p.rate, &ev.fs)
+	el.tm, el.fit = el.sched.tm, el.sched.tm.fit
 	el.size = sizeScore(ev.sizes, &ev.fs)
 	el.count = countScore(countGaps(p, len(ev.gaps)), d.cfg.MinConnections-1, d.fullGaps(p.rate))
 	lo, hi := d.offsetClamp(d.lastWs), d.offsetClamp(d.lastWe)
@@ -437,10 +497,12 @@ func (d *Detector) scoreEndpoint(e *epEval, pop, span, minP, maxP, tol float64, 
 		tm                        timing
 		size, count, coverage     float64
 		pooled                    bool
+		sched                     schedule
 		conns                     int64
 		beaconing                 int
 		weighted, discount, score float64
-	}{fit: best.fit, tm: best.tm, size: best.size, count: best.count, coverage: best.coverage, conns: int64(d.ps.at(best.pi).flows), discount: best.disc, score: bestScore}
+	}{fit: best.fit, tm: best.tm, size: best.size, count: best.count, coverage: best.coverage, sched: best.sched,
+		conns: int64(d.ps.at(best.pi).flows), discount: best.disc, score: bestScore}
 	if best.score >= cfg.PairThreshold {
 		chosen.beaconing, chosen.weighted = 1, best.disc
 	}
@@ -448,33 +510,57 @@ func (d *Detector) scoreEndpoint(e *epEval, pop, span, minP, maxP, tol float64, 
 	if len(E) >= 2 {
 		// Pool the intervals of every eligible pair: subscribers running
 		// the same bot share its period even when each alone has few
-		// connections (as under sampling).
+		// connections (as under sampling). Unsampled, the idle times are
+		// pooled too (see scorePair).
 		ev.pooled, ev.pooledSizes = ev.pooled[:0], ev.pooledSizes[:0]
+		ev.pooledIdle, ev.pooledDurs = ev.pooledIdle[:0], ev.pooledDurs[:0]
 		var covMax float64
 		var conns int64
-		var countedGaps int
+		var countedGaps, known int
 		for i := range E {
 			starts := d.windowStarts(d.ps.at(E[i].pi), lo, hi)
 			ev.gaps = gapsOf(starts, ev.gaps)
 			countedGaps += countGaps(d.ps.at(E[i].pi), len(ev.gaps))
 			ev.pooled = append(ev.pooled, ev.gaps...)
 			ev.pooledSizes = append(ev.pooledSizes, ev.sizes...)
+			if e.rate <= 1 {
+				var k int
+				ev.pooledIdle, ev.pooledDurs, k = idleGapsOf(starts, ev.ends, -1, ev.pooledIdle, ev.pooledDurs)
+				known += k
+			}
 			covMax = max(covMax, E[i].coverage)
 			conns += int64(d.ps.at(E[i].pi).flows)
 		}
 		ev.pooled = thin(ev.pooled, maxPooledGaps)
 		ev.pooledSizes = thin(ev.pooledSizes, maxPooledGaps)
-		pfit := fitPeriod(ev.pooled, minP, maxP, tol, e.rate, &ev.fs)
-		ptm := scoreTiming(ev.pooled, pfit, tol, e.rate, &ev.fs)
+		if n := len(ev.pooledIdle); n > maxPooledGaps {
+			ev.pooledIdle = thin(ev.pooledIdle, maxPooledGaps)
+			ev.pooledDurs = thin(ev.pooledDurs, maxPooledGaps)
+			known = known * len(ev.pooledIdle) / n // the same share of gaps
+		}
+		psched := scheduleTiming(ev.pooled, ev.pooledIdle, ev.pooledDurs, known, cfg.MinConnections-1, minP, maxP, tol, e.rate, &ev.fs)
+		ptm, pfit := psched.tm, psched.tm.fit
 		psize := sizeScore(ev.pooledSizes, &ev.fs)
 		pcount := countScore(countedGaps, cfg.MinConnections-1, d.fullGaps(e.rate))
-		// Which subscribers beacon with the pooled period?
+		// Which subscribers beacon with the pooled period? With the idle
+		// model, on their idle times plus the median duration, against
+		// the cycle (see scheduleTiming); a connection whose duration is
+		// not kept (a pair's first three) counts as lasting the median.
 		var beaconing int
 		var weighted, discSum float64
 		for i := range E {
 			starts := d.windowStarts(d.ps.at(E[i].pi), lo, hi)
-			ev.gaps = gapsOf(starts, ev.gaps)
-			if d.beaconsWith(&E[i], ev.gaps, pfit.Period) {
+			p := pfit.Period
+			if psched.idle {
+				ev.gaps, ev.durs, _ = idleGapsOf(starts, ev.ends, psched.dur, ev.gaps[:0], ev.durs[:0])
+				for j := range ev.gaps {
+					ev.gaps[j] += psched.dur
+				}
+				p += psched.dur
+			} else {
+				ev.gaps = gapsOf(starts, ev.gaps)
+			}
+			if d.beaconsWith(&E[i], ev.gaps, p) {
 				beaconing++
 				weighted += E[i].disc
 				discSum += E[i].disc
@@ -486,6 +572,7 @@ func (d *Detector) scoreEndpoint(e *epEval, pop, span, minP, maxP, tol float64, 
 			if ps >= chosen.score || beaconing > chosen.beaconing {
 				chosen.fit, chosen.tm, chosen.size, chosen.count, chosen.coverage = pfit, ptm, psize, pcount, covMax
 				chosen.pooled, chosen.conns, chosen.discount = true, conns, disc
+				chosen.sched = psched
 				chosen.score = max(ps, chosen.score)
 			}
 			chosen.beaconing, chosen.weighted = beaconing, weighted
@@ -556,14 +643,15 @@ func (d *Detector) scoreEndpoint(e *epEval, pop, span, minP, maxP, tol float64, 
 	if info.prov != "" {
 		c.Components.Provider = 1
 	}
-	c.Explanation = explain(&c, info.prov, chosen.conns, chosen.fit.Inliers, chosen.discount, chosen.pooled, noData, chosen.tm.Comb, span)
+	c.Explanation = explain(&c, info.prov, chosen.conns, chosen.fit.Inliers, chosen.discount, chosen.pooled, noData, chosen.tm.Comb, chosen.sched)
 	return c, true
 }
 
 // beaconsWith says whether a pair beacons with period p (the endpoint's
-// pooled period), for the fan-in count: when its own period is within 10%
-// of p and its own score reaches the pair threshold, or when its
-// intervals are whole numbers of periods: at least 3/4 of them within the
+// pooled period on the cycle scale, schedule.onCycle; gaps are on the
+// same scale), for the fan-in count: when its own period is within 10% of
+// p and its own score reaches the pair threshold, or when its intervals
+// are whole numbers of periods: at least 3/4 of them within the
 // tolerance, or at least half within half the tolerance (a precise timer
 // with odd intervals mixed in). Chance reaches about half and a quarter.
 // A pair with fewer than MinConnections connections needs two intervals,
@@ -576,7 +664,7 @@ func (d *Detector) beaconsWith(el *eligible, gaps []float64, p float64) bool {
 	if el.conns < d.cfg.MinConnections {
 		return fitAt(gaps, p, tol/2).Inliers == 1
 	}
-	if el.score >= d.cfg.PairThreshold && within(el.fit.Period, p, 0.1) {
+	if el.score >= d.cfg.PairThreshold && within(el.sched.onCycle(), p, 0.1) {
 		return true
 	}
 	return fitAt(gaps, p, tol).Inliers >= 0.75 || fitAt(gaps, p, tol/2).Inliers >= 0.5
@@ -623,10 +711,15 @@ func (d *Detector) allowVerdict(ei uint32) string {
 }
 
 // explain writes the human-readable explanation of a candidate.
-func explain(c *flow.Candidate, provider string, conns int64, inliers, discount float64, pooled, noData bool, comb, span float64) string {
+func explain(c *flow.Candidate, provider string, conns int64, inliers, discount float64, pooled, noData bool, comb float64, sched schedule) string {
 	var b strings.Builder
 	ep := netip.AddrPortFrom(c.RemoteAddr, c.RemotePort).String() + "/" + c.Proto.String()
-	fmt.Fprintf(&b, "%s is called every %s (jitter %s)", ep, secs(c.PeriodS), secs(c.JitterS))
+	if sched.idle {
+		fmt.Fprintf(&b, "%s is called in a sleep loop, %s after each connection ends (jitter %s; %s start to start, less regular: it includes each request's duration)",
+			ep, secs(c.PeriodS), secs(c.JitterS), secs(sched.cycle))
+	} else {
+		fmt.Fprintf(&b, "%s is called every %s start to start (jitter %s)", ep, secs(c.PeriodS), secs(c.JitterS))
+	}
 	who := "1 subscriber"
 	if c.BeaconingSubscribers > 1 {
 		who = fmt.Sprintf("%d of its %d subscribers on the same schedule", c.BeaconingSubscribers, c.Subscribers)

@@ -33,6 +33,7 @@ type fitScratch struct {
 	cands  []float64
 	resid  []float64
 	tmp    []float64
+	adj    []float64 // duration-adjusted idle times (scheduleTiming)
 }
 
 // fitPeriod estimates the period of gaps (seconds, any order, all > 0).
@@ -465,4 +466,143 @@ func clamp01(v float64) float64 {
 		return 0
 	}
 	return max(0, min(1, v))
+}
+
+// A beacon's schedule is one of two kinds, and the timing is measured on
+// the gaps that show it:
+//
+//   - A timer starts a connection every P seconds, however long each one
+//     lasts: the gaps between connection starts are regular.
+//   - A sleep loop (check in, then sleep S; Cobalt Strike, Empire, a curl
+//     or wget loop) starts the next connection S seconds after the
+//     previous one ended: the idle times between connections are
+//     regular, and each start-to-start gap is S plus the time the
+//     previous request took, so that variable request times add to it as
+//     noise.
+//
+// With flow end times both series are at hand: the start gaps g_i and the
+// idle times g_i - d_i (d_i the duration of connection i). The idle model
+// compares them on one scale: it adds the median duration d~ back to
+// every idle time, h_i = g_i - d_i + d~, which is the start gap with the
+// previous request's duration replaced by the typical one. A sleep loop's
+// h_i are whole numbers of cycles S + d~ (a gap with a missed connection
+// is 2S + d + d~, about two cycles, where the idle time alone, 2S + d, is
+// skewed by the missed request), and its sleep is the fitted cycle less
+// d~. When durations vary, only the series the bot follows is regular;
+// when they do not, h_i are the start gaps, and the start gaps are kept
+// (the period keeps the start-to-start meaning it always had).
+
+// maxIdleDuty bounds the median connection duration, relative to the
+// median idle time, for the idle times to be read as a sleep loop. A
+// check-in is short compared with the sleep that follows it (the Slips
+// curl loop: 0.18 s and 2.02 s; Ares: 0.08 s and 10 s); a connection that
+// is open for much of the cycle is a session (long polling, streaming),
+// whose reconnects are not a beacon's schedule.
+const maxIdleDuty = 0.25
+
+// idleGain is how much more regular (jitter, in seconds, on the same
+// cycle scale) the idle times must be than the start gaps for the idle
+// model to be chosen.
+const idleGain = 0.5
+
+// idleSlack is how much lower the timing value of the idle times may be
+// than that of the start gaps when preferIdle chooses them.
+const idleSlack = 0.05
+
+// idleApplicable says whether idle times (seconds, as from idleGapsOf)
+// can carry a sleep loop's schedule: at least minGaps of them, from at
+// least 3/4 of the gaps whose previous connection's end was known (the
+// rest overlapped the next connection: long-lived connections make the
+// model inapplicable), and connections short against the idle time (median
+// duration at most maxIdleDuty of the median idle time). durs are the
+// durations matching idle; tmp is scratch. It returns the median duration
+// too.
+func idleApplicable(idle, durs []float64, known, minGaps int, tmp *[]float64) (bool, float64) {
+	if len(idle) < max(2, minGaps) || 4*len(idle) < 3*known {
+		return false, 0
+	}
+	mi, _ := mad(idle, tmp)
+	md, _ := mad(durs, tmp)
+	return mi > 0 && md <= maxIdleDuty*mi, md
+}
+
+// preferIdle says whether the timing of the duration-adjusted idle times
+// (idle) shows the schedule rather than that of the start gaps (start),
+// both on the cycle scale:
+//
+//   - its jitter is below idleGain times the start gaps';
+//   - it reads the gaps as no more beats than the start gaps do (mean
+//     beats per gap within 10%): the same connections follow each other
+//     in both series, so a sleep loop's idle times span as many sleeps as
+//     its start gaps span cycles. A period that needs more beats is a finer
+//     comb that irregular idle times fit by chance (NjRAT's idle times of 6
+//     and 14 s);
+//   - its timing value is at least theirs less idleSlack: the components
+//     (the share of gaps that fit, beyond chance; dispersion; skew) are
+//     estimates too, and the jitter is the criterion, but a model whose
+//     timing scores clearly lower is not the better description.
+//
+// For random connections the two series differ only by the durations and
+// are about equally irregular, so this second try rarely wins.
+func preferIdle(start, idle timing) bool {
+	if idle.fit.Period <= 0 {
+		return false
+	}
+	if start.fit.Period <= 0 {
+		return idle.value() > start.value()
+	}
+	return idle.Jitter < idleGain*start.Jitter &&
+		idle.fit.MeanBeats <= 1.1*start.fit.MeanBeats &&
+		idle.value() >= start.value()-idleSlack
+}
+
+// schedule is the timing of a pair or an endpoint, measured on the series
+// that shows its schedule.
+type schedule struct {
+	tm timing
+	// idle says that tm was measured on the idle times between
+	// connections (a sleep loop): tm.fit.Period is the sleep, and dur
+	// the median connection duration that was added back to compare
+	// them with the start gaps (the cycle is about sleep + dur; tm.Comb,
+	// when set, is on that scale).
+	idle bool
+	dur  float64
+	// cycle is the start-to-start period.
+	cycle float64
+}
+
+// onCycle is the fitted period on the start-to-start scale: the sleep plus
+// the median duration for a sleep loop, the period otherwise. Periods of
+// pairs measured on different series are compared on it.
+func (s schedule) onCycle() float64 { return s.tm.fit.Period + s.dur }
+
+// scheduleTiming fits and scores the start gaps of a pair (or of an
+// endpoint's pooled pairs) and, unsampled and when idleApplicable, the
+// idle times between its connections (idle, with the durations durs of the
+// connections before them and known, as from idleGapsOf), and returns the
+// timing of the series preferIdle picks. Under 1:N sampling, consecutive
+// observed connections are k beats apart and the idle time between them,
+// k sleeps and k-1 unobserved requests, says no more than the start gap:
+// only the start gaps are used.
+func scheduleTiming(gaps, idle, durs []float64, known, minGaps int, minP, maxP, tol float64, rate uint16, s *fitScratch) schedule {
+	fit := fitPeriod(gaps, minP, maxP, tol, rate, s)
+	sc := schedule{tm: scoreTiming(gaps, fit, tol, rate, s), cycle: fit.Period}
+	if rate > 1 {
+		return sc
+	}
+	ok, dur := idleApplicable(idle, durs, known, minGaps, &s.tmp)
+	if !ok {
+		return sc
+	}
+	s.adj = s.adj[:0]
+	for _, g := range idle {
+		s.adj = append(s.adj, g+dur)
+	}
+	ifit := fitPeriod(s.adj, minP, maxP, tol, 1, s)
+	itm := scoreTiming(s.adj, ifit, tol, 1, s)
+	if !preferIdle(sc.tm, itm) || ifit.Period-dur < minP {
+		return sc
+	}
+	itm.fit.Period -= dur
+	return schedule{tm: itm, idle: true, dur: dur, cycle: sc.cycle}
 }

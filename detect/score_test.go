@@ -341,3 +341,167 @@ func TestFitPeriodSampledJitter(t *testing.T) {
 		}
 	}
 }
+
+// conns are generated connections: start times and durations (seconds).
+type conns struct{ starts, durs []float64 }
+
+// sleepLoop is a "check in; sleep genPeriod*(1±j)" loop: each connection
+// starts when the previous one has ended and the sleep has passed; dur
+// draws each connection's duration.
+func sleepLoop(j float64, dur func(*rand.Rand) float64) func(*rand.Rand) conns {
+	return func(r *rand.Rand) conns {
+		var c conns
+		t := 0.0
+		for range genN {
+			d := dur(r)
+			c.starts, c.durs = append(c.starts, t), append(c.durs, d)
+			t += d + genPeriod*(1+j*(2*r.Float64()-1))
+		}
+		return c
+	}
+}
+
+// timer starts a connection every genPeriod (±j, not accumulating),
+// however long each lasts.
+func timer(j float64, dur func(*rand.Rand) float64) func(*rand.Rand) conns {
+	return func(r *rand.Rand) conns {
+		var c conns
+		for i := range genN {
+			c.starts = append(c.starts, (float64(i)+j*(2*r.Float64()-1))*genPeriod)
+			c.durs = append(c.durs, dur(r))
+		}
+		return c
+	}
+}
+
+// slowRequests: most requests take 0.15-0.25 s, 15% take 2-6 s (the
+// Slips capture: 0.17-0.2 s, 14% slow).
+func slowRequests(r *rand.Rand) float64 {
+	if r.Float64() < 0.15 {
+		return 2 + 4*r.Float64()
+	}
+	return 0.15 + 0.1*r.Float64()
+}
+
+func uniformDur(r *rand.Rand) float64 { return 0.1 + 5.9*r.Float64() }
+func constDur(*rand.Rand) float64     { return 0.2 }
+
+// longPoll holds each connection open 20-40 s (until the server has
+// news), then reconnects after a fixed 2 s pause.
+func longPoll(r *rand.Rand) conns {
+	var c conns
+	t := 0.0
+	for range genN {
+		d := 20 + 20*r.Float64()
+		c.starts, c.durs = append(c.starts, t), append(c.durs, d)
+		t += d + 2
+	}
+	return c
+}
+
+func poissonConns(r *rand.Rand) conns {
+	var c conns
+	t := 0.0
+	for range genN {
+		c.starts, c.durs = append(c.starts, t), append(c.durs, uniformDur(r))
+		t += r.ExpFloat64() * genPeriod
+	}
+	return c
+}
+
+// dropped drops each connection with probability p (the bot skipped a
+// check-in, or the exporter lost the flow).
+func dropped(p float64, gen func(*rand.Rand) conns) func(*rand.Rand) conns {
+	return func(r *rand.Rand) conns {
+		c := gen(r)
+		var out conns
+		for i := range c.starts {
+			if r.Float64() >= p {
+				out.starts, out.durs = append(out.starts, c.starts[i]), append(out.durs, c.durs[i])
+			}
+		}
+		return out
+	}
+}
+
+// scoreConns scores connections as the detector scores an unsampled pair
+// (its last 64 connections, sizes all equal, coverage over one hour), with
+// the choice between start gaps and idle times of scheduleTiming.
+func scoreConns(c conns) (tm timing, idle bool, cycle, score float64) {
+	if n := len(c.starts); n > 64 {
+		c.starts, c.durs = c.starts[n-64:], c.durs[n-64:]
+	}
+	starts := make([]uint32, len(c.starts))
+	ends := make([]int64, len(c.starts))
+	for i, t := range c.starts {
+		starts[i] = uint32(math.Round(t * 1000))
+		ends[i] = int64(starts[i]) + int64(math.Round(c.durs[i]*1000))
+	}
+	gaps := gapsOf(starts, nil)
+	idleGaps, durs, known := idleGapsOf(starts, ends, -1, nil, nil)
+	cfg := DefaultConfig()
+	var s fitScratch
+	sc := scheduleTiming(gaps, idleGaps, durs, known, cfg.MinConnections-1, 1, 6*3600, cfg.PeriodTolerance, 1, &s)
+	tm, idle, cycle = sc.tm, sc.idle, sc.cycle
+	count := countScore(len(gaps), cfg.MinConnections-1, cfg.FullConnections-1)
+	return tm, idle, cycle, beaconScore(tm, 1, count, 1)
+}
+
+// TestScheduleTiming: a sleep loop whose requests take variable time has
+// regular idle times between connections and irregular start gaps; a timer
+// whose connections last variable time has regular start gaps and
+// irregular idle times. Each is measured on the series that shows its
+// schedule and reports it: the sleep for the loop, the timer's period
+// for the timer (ten seeds each). Where the series are about equally
+// regular (constant durations, large sleep jitter) the start gaps are
+// kept, and so they are where the idle model does not apply (long-lived
+// connections) and for random connections.
+func TestScheduleTiming(t *testing.T) {
+	const either = 2
+	for _, tc := range []struct {
+		name      string
+		gen       func(*rand.Rand) conns
+		idle      int     // 1: idle times, 0: start gaps, either
+		period    float64 // want; 0: random, the score must stay low
+		periodErr float64
+	}{
+		// The Slips curl loop: the sleep is precise (0.5 ms), requests
+		// take 0.15-0.25 s and some much longer.
+		{"sleep loop, slow requests", sleepLoop(0.0001, slowRequests), 1, genPeriod, 0.001},
+		// A sleep jitter of ±0.3 s hides the variation of the fast
+		// requests, and the slow ones are too few (15%) to move a robust
+		// dispersion: either series will do, and the start gaps, kept,
+		// give the sleep plus a typical request.
+		{"sleep loop ±1%, slow requests", sleepLoop(0.01, slowRequests), either, genPeriod, 0.01},
+		{"sleep loop, durations 0.1-6 s", sleepLoop(0.01, uniformDur), 1, genPeriod, 0.01},
+		{"sleep loop, 0.1-6 s, 30% dropped", dropped(0.3, sleepLoop(0.01, uniformDur)), 1, genPeriod, 0.02},
+		{"sleep loop ±10%, slow requests", sleepLoop(0.1, slowRequests), either, genPeriod, 0.05},
+		// Constant durations: both series are as regular in seconds, the
+		// start gaps relatively more; the period is the cycle, sleep +
+		// request.
+		{"sleep loop, constant durations", sleepLoop(0.01, constDur), 0, genPeriod + 0.2, 0.01},
+		{"timer, durations 0.1-6 s", timer(0.005, uniformDur), 0, genPeriod, 0.005},
+		{"timer, slow requests", timer(0.005, slowRequests), 0, genPeriod, 0.005},
+		{"timer, 0.1-6 s, 30% dropped", dropped(0.3, timer(0.005, uniformDur)), 0, genPeriod, 0.005},
+		{"long polling", longPoll, 0, 0, 0},
+		{"poisson, durations 0.1-6 s", poissonConns, either, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for seed := uint64(1); seed <= 10; seed++ {
+				r := rand.New(rand.NewPCG(seed, 11))
+				tm, idle, cycle, score := scoreConns(tc.gen(r))
+				if tc.idle != either && idle != (tc.idle == 1) {
+					t.Errorf("seed %d: idle model %v, want %v (period %.3f, cycle %.3f)", seed, idle, tc.idle == 1, tm.fit.Period, cycle)
+				}
+				switch {
+				case tc.period > 0 && math.Abs(tm.fit.Period-tc.period) > tc.periodErr*tc.period:
+					t.Errorf("seed %d: period %.3f s (idle model %v, cycle %.3f s), want %.2f s ± %.1f%%", seed, tm.fit.Period, idle, cycle, tc.period, 100*tc.periodErr)
+				case tc.period > 0 && score < 0.8:
+					t.Errorf("seed %d: score %.3f, want >= 0.8 (%+v)", seed, score, tm)
+				case tc.period == 0 && tc.name != "long polling" && score > 0.35:
+					t.Errorf("seed %d: score %.3f of random connections, want <= 0.35 (idle model %v)", seed, score, idle)
+				}
+			}
+		})
+	}
+}

@@ -25,7 +25,8 @@ const smallBlock = 16
 // to 64 bytes because carriers track tens of millions of them; most pairs
 // see few connections in a window and never need a sample block. The
 // inline samples keep no durations (no room); a sample block keeps each
-// connection's duration too, for the idle times between connections.
+// connection's duration too, for the idle times between connections
+// (scheduleTiming).
 type pair struct {
 	fp      uint64 // fingerprint of (pseudonym, epoch, endpoint): the pair table's key
 	sub, ep uint32 // indexes into Detector.subs and Detector.eps
