@@ -136,8 +136,9 @@ type slipsSchedule struct {
 // 141.193.213.21:443 with tshark. The loop runs curl, then sleeps 2 s.
 // 295 connections: the 294 start-to-start gaps have median 2.2044 s
 // (mode 2.19 s, quartiles 2.193 and 2.220 s, shortest 2.180 s): the
-// sleep plus the request, and 14% of the requests were slow (2.6-2.7 s
-// gaps; 3 gaps of 4.4 s span two beats). The 292 idle times (2
+// sleep plus the request (0.16-0.2 s; 40 gaps are longer than 2.25 s: 22
+// of 2.3 s and 15 of 2.6-2.7 s after requests of 0.25-0.7 s, and 3 of
+// 4.4 s span two beats). The 292 idle times (2
 // connections, with a packet 74 and 154 s later, overlap the next ones)
 // have median 2.0216 s with a median absolute deviation of 0.5 ms: the
 // sleep, plus curl's start-up.
