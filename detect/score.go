@@ -206,16 +206,6 @@ func weightedSupport(gaps []float64, p, tol float64) float64 {
 // beats is the number of periods p that gap g most likely spans (>= 1).
 func beats(g, p float64) float64 { return max(1, math.Round(g/p)) }
 
-func support(gaps []float64, p, tol float64) int {
-	c := 0
-	for _, g := range gaps {
-		if math.Abs(g/p-beats(g, p)) <= tol {
-			c++
-		}
-	}
-	return c
-}
-
 // quantileSorted returns the p-quantile of sorted data (linear
 // interpolation between order statistics).
 func quantileSorted(s []float64, p float64) float64 {
