@@ -11,11 +11,14 @@ import (
 	"testing"
 	"time"
 
+	parquetfmt "github.com/apache/arrow/go/v15/parquet"
+	"github.com/apache/arrow/go/v15/parquet/file"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ccflow/ccflow/flow"
+	"github.com/ccflow/ccflow/flow/flowarrow"
 	"github.com/ccflow/ccflow/sink/sinktest"
 	"github.com/ccflow/ccflow/sink/table"
 )
@@ -147,8 +150,9 @@ func TestRotation(t *testing.T) {
 	w := start(t, cfg, nil)
 	ctx := context.Background()
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	// Rotation by size: 200k flows are well over 1 MiB compressed.
-	for _, b := range sinktest.Flows(0, 200_000, 1000, t0) {
+	// Rotation by size: 200k flows of an ISP's spread are well over 1 MiB
+	// compressed (sinktest.Flows' cycles compress to 2 bytes a row).
+	for _, b := range sinktest.Spread(0, 200_000, 1000, t0.Add(12*time.Hour)) {
 		if err := w.WriteFlows(ctx, b); err != nil {
 			t.Fatal(err)
 		}
@@ -246,7 +250,15 @@ func outage(t *testing.T, dir string, repair func() error) {
 		}
 	}()
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	batches := sinktest.Flows(1, 150_000, 1000, t0)
+	// An ISP's spread, so that the outage fills the 1 MiB memory bound
+	// (sinktest.Flows' cycles compress to 2 bytes a row); Bytes numbers the
+	// flows, as in sinktest.Flows.
+	batches := sinktest.Spread(1, 150_000, 1000, t0)
+	for i := range batches {
+		for j := range batches[i].Flows {
+			batches[i].Flows[j].Bytes = uint64(i*1000 + j)
+		}
+	}
 	blocked := 0
 	produce := func(bs []flow.Batch) {
 		for _, b := range bs {
@@ -332,5 +344,75 @@ func TestStopAfterCanceledContext(t *testing.T) {
 	}
 	if n != 3000 {
 		t.Errorf("%d flows on disk, want 3000", n)
+	}
+}
+
+// TestFlowsFileLayout pins the encodings and codecs of props.go in the
+// files: delta-packed times, no dictionary for bytes and sub_port, and with
+// zstd, snappy for the times and the low-cardinality columns.
+func TestFlowsFileLayout(t *testing.T) {
+	for _, codec := range []string{"zstd", "snappy"} {
+		t.Run(codec, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := testConfig(dir)
+			cfg.Compression = codec
+			w := start(t, cfg, nil)
+			for _, b := range sinktest.Flows(0, 1000, 100, time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)) {
+				if err := w.WriteFlows(context.Background(), b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			files, err := FlowFiles(dir)
+			if err != nil || len(files) != 1 {
+				t.Fatalf("flow files %v, %v; want one", files, err)
+			}
+			r, err := file.OpenParquetFile(files[0], false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			type layout struct {
+				Codec string
+				Dict  bool
+				Delta bool
+			}
+			got := map[string]layout{}
+			rg := r.MetaData().RowGroup(0)
+			for i := 0; i < rg.NumColumns(); i++ {
+				c, err := rg.ColumnChunk(i)
+				if err != nil {
+					t.Fatal(err)
+				}
+				l := layout{Codec: strings.ToLower(c.Compression().String())}
+				for _, e := range c.Encodings() {
+					l.Dict = l.Dict || e == parquetfmt.Encodings.RLEDict
+					l.Delta = l.Delta || e == parquetfmt.Encodings.DeltaBinaryPacked
+				}
+				got[c.PathInSchema().String()] = l
+			}
+			small := codec
+			if codec == "zstd" {
+				small = "snappy"
+			}
+			want := map[string]layout{
+				flowarrow.ColTimeStart:  {Codec: small, Delta: true},
+				flowarrow.ColTimeEnd:    {Codec: small, Delta: true},
+				flowarrow.ColBytes:      {Codec: codec},
+				flowarrow.ColSubPort:    {Codec: codec},
+				flowarrow.ColSub:        {Codec: codec, Dict: true},
+				flowarrow.ColRemoteAddr: {Codec: codec, Dict: true},
+				flowarrow.ColExporter:   {Codec: small, Dict: true},
+				flowarrow.ColKind:       {Codec: small, Dict: true},
+				flowarrow.ColBatchID:    {Codec: small, Dict: true},
+			}
+			for col, wl := range want {
+				if diff := cmp.Diff(got[col], wl); diff != "" {
+					t.Errorf("column %s (-got +want):\n%s", col, diff)
+				}
+			}
+		})
 	}
 }

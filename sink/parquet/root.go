@@ -16,7 +16,6 @@ import (
 
 	"github.com/apache/arrow/go/v15/arrow"
 	"github.com/apache/arrow/go/v15/parquet"
-	"github.com/apache/arrow/go/v15/parquet/compress"
 	"github.com/apache/arrow/go/v15/parquet/pqarrow"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -58,7 +57,7 @@ type Writer struct {
 	cfg      Config
 	log      *slog.Logger
 	m        *metrics
-	props    *parquet.WriterProperties
+	props    map[string]*parquet.WriterProperties // by table, see props.go
 	aprops   pqarrow.ArrowWriterProperties
 	instance string
 	schemas  map[string]*arrow.Schema
@@ -123,16 +122,15 @@ func New(cfg Config, deps Deps) (*Writer, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	codec := map[string]compress.Compression{
-		"zstd": compress.Codecs.Zstd, "snappy": compress.Codecs.Snappy, "gzip": compress.Codecs.Gzip, "none": compress.Codecs.Uncompressed,
-	}[cfg.Compression]
 	schemas := map[string]*arrow.Schema{}
+	props := map[string]*parquet.WriterProperties{}
 	for _, t := range []string{table.Flows, table.Pairs, table.Candidates} {
 		s, err := Schema(t)
 		if err != nil {
 			return nil, err
 		}
 		schemas[t] = s
+		props[t] = writerProperties(t, cfg)
 	}
 	var inst [4]byte
 	if _, err := rand.Read(inst[:]); err != nil {
@@ -140,12 +138,7 @@ func New(cfg Config, deps Deps) (*Writer, error) {
 	}
 	return &Writer{
 		cfg: cfg, log: log.With("stage", "sink", "sink", "parquet"), m: newMetrics(deps.Registerer),
-		props: parquet.NewWriterProperties(
-			parquet.WithCompression(codec),
-			parquet.WithDictionaryDefault(true),
-			parquet.WithMaxRowGroupLength(int64(cfg.RowGroupRows)),
-			parquet.WithCreatedBy("ccflow"),
-		),
+		props:    props,
 		aprops:   pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()),
 		instance: hex.EncodeToString(inst[:]),
 		schemas:  schemas,
@@ -291,7 +284,7 @@ func (w *Writer) fileLocked(tbl string, day int64) (*openFile, error) {
 		return of, nil
 	}
 	of := &openFile{key: k, created: time.Now()}
-	fw, err := pqarrow.NewFileWriter(w.schemas[tbl], &of.buf, w.props, w.aprops)
+	fw, err := pqarrow.NewFileWriter(w.schemas[tbl], &of.buf, w.props[tbl], w.aprops)
 	if err != nil {
 		return nil, fmt.Errorf("new parquet writer for %s: %w", tbl, err)
 	}
