@@ -130,9 +130,29 @@ type Candidate struct {
 	ModelVersion string `json:"model_version"`
 }
 
+// Evidence values of PairScore: why the detector emitted a pair's score.
+const (
+	// EvidenceOwn: the pair's own score reaches the detector's pair
+	// threshold (detect.pair_threshold), and its endpoint is not a
+	// reported candidate in the window.
+	EvidenceOwn = "own"
+	// EvidenceBeaconing: a pair of a reported candidate that is counted
+	// in the candidate's BeaconingSubscribers: it beacons with the
+	// candidate's period, on its own or in the endpoint's pooled fit,
+	// whatever its own score.
+	EvidenceBeaconing = "beaconing"
+	// EvidenceContact: a pair of a reported candidate that reached it in
+	// the window but is not counted as beaconing (too few connections, or
+	// another schedule). A pair with fewer than 3 connections in the
+	// window is not scored: score, components and period are 0.
+	EvidenceContact = "contact"
+)
+
 // PairScore is the beacon score of one (subscriber pseudonym, remote
 // endpoint) pair in one window, for analyst drill-down. It carries the
-// pseudonym, never an address.
+// pseudonym, never an address. The detector emits the pairs whose own
+// score reaches its pair threshold and, for every reported candidate, the
+// pairs of the candidate's endpoint (Evidence says which).
 type PairScore struct {
 	WindowStart time.Time  `json:"window_start"`
 	WindowEnd   time.Time  `json:"window_end"`
@@ -152,6 +172,9 @@ type PairScore struct {
 	// SamplingRate is the 1:N sampling rate the score assumed.
 	SamplingRate uint32 `json:"sampling_rate"`
 	ModelVersion string `json:"model_version"`
+	// Evidence says why the score was emitted: EvidenceOwn,
+	// EvidenceBeaconing or EvidenceContact.
+	Evidence string `json:"evidence"`
 }
 
 // MarshalText implements encoding.TextMarshaler (32 hex digits).

@@ -65,7 +65,7 @@ func TestMigrationsRender(t *testing.T) {
 			}
 		}
 	}
-	if diff := cmp.Diff(names, []string{"001_flows", "002_beacon_pairs", "003_cc_candidates", "004_remote_hourly"}); diff != "" {
+	if diff := cmp.Diff(names, []string{"001_flows", "002_beacon_pairs", "003_cc_candidates", "004_remote_hourly", "005_beacon_pairs_evidence"}); diff != "" {
 		t.Errorf("migrations (-got +want):\n%s", diff)
 	}
 	if s := migs[0].Statements[0]; !strings.Contains(s, "TTL toDateTime(time_start) + INTERVAL 172800 SECOND") {

@@ -132,6 +132,7 @@ func Pairs(n int, start time.Time) []flow.PairScore {
 			RemoteAddr: addr, RemotePort: port, Proto: 6, Score: 0.4 + float64(i%6)/10, Components: Components(i),
 			PeriodS: 60, JitterS: 2, Flows: int64(10 + i), Bytes: uint64(500 * i),
 			FirstSeen: ws.Add(time.Minute), LastSeen: ws.Add(58 * time.Minute), SamplingRate: 1000, ModelVersion: "test-1",
+			Evidence: []string{flow.EvidenceBeaconing, flow.EvidenceOwn, flow.EvidenceContact, flow.EvidenceBeaconing}[i/3%4],
 		})
 	}
 	return out

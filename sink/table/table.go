@@ -56,6 +56,7 @@ var PairColumns = concat([]Column{
 }, componentColumns, []Column{
 	{"period_s", "Float64"}, {"jitter_s", "Float64"}, {"flows", "Int64"}, {"bytes", "UInt64"},
 	{"first_seen", dt64}, {"last_seen", dt64}, {"sampling_rate", "UInt32"}, {"model_version", "LowCardinality(String)"},
+	{"evidence", "LowCardinality(String)"}, // 005_beacon_pairs_evidence
 })
 
 // CandidateColumns are the columns of cc_candidates, in insert order.
@@ -98,7 +99,7 @@ func components(c flow.Components) []any {
 func PairValues(p *flow.PairScore) []any {
 	v := []any{p.WindowStart.UTC(), p.WindowEnd.UTC(), p.Epoch, p.Sub[:], IP(p.RemoteAddr), p.RemotePort, uint8(p.Proto), p.Score}
 	v = append(v, components(p.Components)...)
-	return append(v, p.PeriodS, p.JitterS, p.Flows, p.Bytes, p.FirstSeen.UTC(), p.LastSeen.UTC(), p.SamplingRate, p.ModelVersion)
+	return append(v, p.PeriodS, p.JitterS, p.Flows, p.Bytes, p.FirstSeen.UTC(), p.LastSeen.UTC(), p.SamplingRate, p.ModelVersion, p.Evidence)
 }
 
 // CandidateValues returns the values of one cc_candidates row, in
