@@ -61,8 +61,13 @@ type Result struct {
 	// best first. Suppressed ones (Candidate.Suppressed set) are included
 	// for audit and sorted after the reported ones.
 	Candidates []flow.Candidate
-	// Pairs are the scores of the beaconing pairs (pair score at or above
-	// pair_threshold), best first.
+	// Pairs are pair scores for drill-down, best first: the pairs whose
+	// own score reaches pair_threshold (Evidence flow.EvidenceOwn) and,
+	// for every reported candidate, the pairs of its endpoint in the
+	// window, at most MaxEvidencePairs of them besides those reaching
+	// pair_threshold (flow.EvidenceBeaconing for the candidate's beaconing
+	// subscribers, flow.EvidenceContact for the others). Endpoints that an
+	// allowlist covers have none.
 	Pairs []flow.PairScore
 }
 

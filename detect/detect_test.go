@@ -425,7 +425,7 @@ func TestFanInAndPairScores(t *testing.T) {
 	for _, p := range res[0].Pairs {
 		if p.RemoteAddr.String() == "203.0.113.50" {
 			seen[p.Sub] = true
-			if p.Epoch != 7 || p.ModelVersion != detect.ModelVersion || p.PeriodS < 59 || p.PeriodS > 61 {
+			if p.Epoch != 7 || p.ModelVersion != detect.ModelVersion || p.PeriodS < 59 || p.PeriodS > 61 || p.Evidence != flow.EvidenceBeaconing {
 				t.Errorf("pair score %+v", p)
 			}
 		}
@@ -440,6 +440,127 @@ func TestFanInAndPairScores(t *testing.T) {
 
 // TestHyperLogLogFanIn: an endpoint reached by more subscribers than
 // fan_in_exact counts them with a sketch, within a few percent.
+// weakBots returns the flows of n subscribers (numbered from first) that
+// each call remote every 5 minutes (±10%, a fifth of the beats missed)
+// for an hour: about a dozen connections each, too few for any pair to
+// reach pair_threshold alone, while their pooled intervals make the
+// endpoint a candidate (as in the simulated ISP of make demo).
+func weakBots(first, n int, remote string, port uint16, r *rand.Rand) []flow.Pseudo {
+	var fs []flow.Pseudo
+	for s := first; s < first+n; s++ {
+		for _, f := range beacon(s, remote, port, t0+30_000+r.Int64N(200_000), 5*time.Minute, 12, 30_000, r) {
+			if r.IntN(5) > 0 {
+				fs = append(fs, f)
+			}
+		}
+	}
+	return fs
+}
+
+// TestCandidateEvidencePairs: every pair of a reported candidate's
+// endpoint is in Result.Pairs, even when none reaches pair_threshold
+// alone, marked as evidence; an allowlisted endpoint's pairs are not, and
+// the evidence of one candidate is bounded.
+func TestCandidateEvidencePairs(t *testing.T) {
+	const cc, ntp = "203.0.113.77", "192.0.2.123"
+	r := rand.New(rand.NewPCG(8, 8))
+	fs := weakBots(1, 5, cc, 8080, r)
+	// A sixth subscriber reached the C&C twice: a contact, not scored.
+	fs = append(fs, beacon(6, cc, 8080, t0+600_000, 7*time.Minute, 2, 0, nil)...)
+	// The same schedule to an NTP server: a suppressed candidate.
+	for _, f := range weakBots(11, 5, ntp, 123, r) {
+		f.Proto = 17
+		fs = append(fs, f)
+	}
+	fs = append(fs, noise(300, 200, 5000, t0, time.Hour, r)...)
+	sortFlows(fs)
+	cfg := detect.DefaultConfig()
+	d := newDetector(t, cfg, nil)
+	feed(d, fs)
+	d.Flush()
+	res := d.Results()
+	if len(res) != 1 {
+		t.Fatalf("%d results, want 1", len(res))
+	}
+	var found, suppressed bool
+	for _, c := range res[0].Candidates {
+		switch c.RemoteAddr.String() {
+		case cc:
+			found = c.Suppressed == "" && c.Subscribers == 6 && c.BeaconingSubscribers == 5
+			if !found {
+				t.Errorf("C&C candidate %+v, want reported with 6 subscribers, 5 beaconing", c)
+			}
+		case ntp:
+			suppressed = c.Suppressed != ""
+		}
+	}
+	if !found || !suppressed {
+		t.Fatalf("C&C reported %v, NTP suppressed %v; candidates %+v", found, suppressed, res[0].Candidates)
+	}
+	got := map[flow.Pseudonym]string{}
+	for _, p := range res[0].Pairs {
+		switch p.RemoteAddr.String() {
+		case ntp:
+			t.Errorf("pair score of the allowlisted endpoint: %+v", p)
+		case cc:
+			got[p.Sub] = p.Evidence
+			if p.Evidence == flow.EvidenceBeaconing && (p.Score <= 0 || p.Score >= cfg.PairThreshold || p.PeriodS < 270 || p.PeriodS > 330 || p.Flows < 6) {
+				t.Errorf("beaconing pair %+v: want a score below pair_threshold %.2f, a period of about 300 s", p, cfg.PairThreshold)
+			}
+			if p.Evidence == flow.EvidenceContact && (p.Score != 0 || p.PeriodS != 0 || p.Flows != 2) {
+				t.Errorf("contact pair %+v: want 2 flows, no score", p)
+			}
+			if p.ModelVersion != detect.ModelVersion || p.Epoch != 7 || p.WindowEnd != res[0].WindowEnd {
+				t.Errorf("pair score %+v", p)
+			}
+		default:
+			if p.Evidence != flow.EvidenceOwn || p.Score < cfg.PairThreshold {
+				t.Errorf("pair of a non-candidate: %+v", p)
+			}
+		}
+	}
+	want := map[flow.Pseudonym]string{sub(6): flow.EvidenceContact}
+	for s := 1; s <= 5; s++ {
+		want[sub(s)] = flow.EvidenceBeaconing
+	}
+	if diff := cmp.Diff(got, want); diff != "" {
+		t.Errorf("pairs of the C&C endpoint, pseudonym -> evidence (-got +want):\n%s", diff)
+	}
+
+	t.Run("bounded", func(t *testing.T) {
+		r := rand.New(rand.NewPCG(9, 9))
+		n := detect.MaxEvidencePairs + 20
+		fs := weakBots(1, n, cc, 8080, r)
+		fs = append(fs, noise(300, 200, 5000, t0, time.Hour, r)...)
+		sortFlows(fs)
+		cfg := detect.DefaultConfig()
+		cfg.PopularMinSubscribers = 10 * n // one botnet, not a popular service
+		d := newDetector(t, cfg, nil)
+		feed(d, fs)
+		d.Flush()
+		res := d.Results()
+		if len(res) != 1 || len(res[0].Candidates) == 0 || res[0].Candidates[0].RemoteAddr.String() != cc {
+			t.Fatalf("results %+v", res)
+		}
+		c := res[0].Candidates[0]
+		if c.BeaconingSubscribers <= detect.MaxEvidencePairs {
+			t.Fatalf("candidate has %d beaconing subscribers, want more than %d", c.BeaconingSubscribers, detect.MaxEvidencePairs)
+		}
+		got := map[string]int{}
+		for _, p := range res[0].Pairs {
+			if p.RemoteAddr.String() == cc {
+				if p.Score >= cfg.PairThreshold {
+					t.Fatalf("pair %+v reaches pair_threshold alone: not the case under test", p)
+				}
+				got[p.Evidence]++
+			}
+		}
+		if diff := cmp.Diff(got, map[string]int{flow.EvidenceBeaconing: detect.MaxEvidencePairs}); diff != "" {
+			t.Errorf("pairs of a candidate with %d beaconing subscribers, by evidence (-got +want):\n%s", c.BeaconingSubscribers, diff)
+		}
+	})
+}
+
 func TestHyperLogLogFanIn(t *testing.T) {
 	cfg := detect.DefaultConfig()
 	cfg.FanInExact = 16

@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"math"
@@ -30,6 +31,7 @@ type evalScratch struct {
 	pooledDurs  []float64
 	elig        []eligible
 	eps         []epEval
+	evidence    []evidenceRef
 	order       []int32
 	// order32 lists live pairs grouped by endpoint; the pairs of endpoint
 	// i are order32[epStart[i]:epStart[i+1]].
@@ -85,6 +87,9 @@ type eligible struct {
 	// of the njrat-zeek capture is an unanswered SYN), and so do
 	// peer-to-peer clients retrying a gone peer; the explanation says it.
 	noData bool
+	// beacons says that the pair is counted among its endpoint's
+	// beaconing subscribers (set by scoreEndpoint).
+	beacons bool
 }
 
 // epEval collects one endpoint's window totals.
@@ -468,8 +473,8 @@ func (d *Detector) scorePair(p *pair, starts []uint32, span, minP, maxP, tol flo
 }
 
 // scoreEndpoint scores an endpoint with eligible pairs. It returns the
-// candidate and whether it reaches the threshold; beaconing pairs' scores
-// go to res.Pairs.
+// candidate and whether it reaches the threshold; unless an allowlist
+// covers the endpoint, its pair scores go to res.Pairs (pairScores).
 func (d *Detector) scoreEndpoint(e *epEval, pop, span, minP, maxP, tol float64, res *Result) (flow.Candidate, bool) {
 	cfg := &d.cfg
 	ev := &d.ev
@@ -561,6 +566,7 @@ func (d *Detector) scoreEndpoint(e *epEval, pop, span, minP, maxP, tol float64, 
 				ev.gaps = gapsOf(starts, ev.gaps)
 			}
 			if d.beaconsWith(&E[i], ev.gaps, p) {
+				E[i].beacons = true
 				beaconing++
 				weighted += E[i].disc
 				discSum += E[i].disc
@@ -578,6 +584,13 @@ func (d *Detector) scoreEndpoint(e *epEval, pop, span, minP, maxP, tol float64, 
 			chosen.beaconing, chosen.weighted = beaconing, weighted
 		}
 	}
+	if chosen.beaconing < 2 {
+		// No pooled schedule: at most the best pair beacons.
+		for i := range E {
+			E[i].beacons = false
+		}
+		E[top].beacons = chosen.beaconing == 1
+	}
 
 	share := float64(chosen.beaconing) / float64(max(1, e.subs))
 	fan := fanInScore(chosen.weighted, share, pop)
@@ -591,30 +604,8 @@ func (d *Detector) scoreEndpoint(e *epEval, pop, span, minP, maxP, tol float64, 
 	}
 	score = clamp01(score)
 
-	// Pair scores of the beaconing pairs, for drill-down.
 	if suppressed == "" {
-		for i := range E {
-			if E[i].score*E[i].disc < cfg.PairThreshold {
-				continue
-			}
-			p := d.ps.at(E[i].pi)
-			s := &d.subs[p.sub]
-			res.Pairs = append(res.Pairs, flow.PairScore{
-				WindowStart: res.WindowStart, WindowEnd: res.WindowEnd,
-				Epoch: s.key.epoch, Sub: s.key.p,
-				RemoteAddr: ep.key.addr.Netip(), RemotePort: ep.key.port, Proto: flow.IPProto(ep.key.proto),
-				Score: round3(E[i].score * E[i].disc),
-				Components: flow.Components{
-					Beacon: round3(E[i].score), Skew: round3(E[i].tm.Skew), MADM: round3(E[i].tm.MADM),
-					Size: round3(E[i].size), Count: round3(E[i].count), Coverage: round3(E[i].coverage),
-					Period: round3(E[i].tm.Period),
-				},
-				PeriodS: round3(E[i].fit.Period), JitterS: round3(E[i].tm.Jitter),
-				Flows: int64(p.flows), Bytes: p.totalBytes(),
-				FirstSeen: d.timeOf(max(p.first, lo)), LastSeen: d.timeOf(min(p.last, hi-1)),
-				SamplingRate: uint32(max(1, p.rate)), ModelVersion: ModelVersion,
-			})
-		}
+		d.pairScores(e, E, score >= cfg.Threshold, res)
 	}
 	if score < cfg.Threshold {
 		return flow.Candidate{}, false
@@ -645,6 +636,122 @@ func (d *Detector) scoreEndpoint(e *epEval, pop, span, minP, maxP, tol float64, 
 	}
 	c.Explanation = explain(&c, info.prov, chosen.conns, chosen.fit.Inliers, chosen.discount, chosen.pooled, noData, chosen.tm.Comb, chosen.sched)
 	return c, true
+}
+
+// MaxEvidencePairs bounds the pair scores emitted as evidence of one
+// candidate in one window: the candidate's beaconing subscribers first,
+// then by score and flows. Pairs whose own score reaches pair_threshold are
+// emitted beyond it too. It bounds the rows a popular endpoint that becomes
+// a candidate adds to beacon_pairs at every hop; Candidate.Subscribers and
+// BeaconingSubscribers still count them all.
+const MaxEvidencePairs = 100
+
+// evidenceRef is a pair of a candidate's endpoint in the window: its
+// eligible entry (an index into the endpoint's eligible pairs), or -1 for
+// a pair with fewer than minPooled connections in the window, not scored.
+type evidenceRef struct {
+	pi uint32
+	el int32
+}
+
+// pairScores appends the endpoint's pair scores to res.Pairs: for a
+// reported candidate, every pair of the endpoint in the window (bounded by
+// MaxEvidencePairs) with its evidence; otherwise the pairs whose own score
+// (fan-out discount included) reaches pair_threshold.
+func (d *Detector) pairScores(e *epEval, E []eligible, candidate bool, res *Result) {
+	th := d.cfg.PairThreshold
+	if !candidate {
+		for i := range E {
+			if E[i].score*E[i].disc >= th {
+				res.Pairs = append(res.Pairs, d.pairScore(E[i].pi, &E[i], flow.EvidenceOwn, res))
+			}
+		}
+		return
+	}
+	ev := &d.ev
+	lo, hi := d.offsetClamp(res.WindowStart.UnixMilli()), d.offsetClamp(res.WindowEnd.UnixMilli())
+	refs := ev.evidence[:0]
+	// E holds the eligible pairs in the order of the endpoint's group.
+	j := 0
+	for _, pi := range ev.order32[ev.epStart[e.ei]:ev.epStart[e.ei+1]] {
+		if j < len(E) && E[j].pi == pi {
+			refs = append(refs, evidenceRef{pi: pi, el: int32(j)})
+			j++
+			continue
+		}
+		if p := d.ps.at(pi); p.last >= lo && p.first < hi {
+			refs = append(refs, evidenceRef{pi: pi, el: -1})
+		}
+	}
+	key := func(r evidenceRef) (bool, float64) {
+		if r.el < 0 {
+			return false, 0
+		}
+		return E[r.el].beacons, E[r.el].score * E[r.el].disc
+	}
+	slices.SortFunc(refs, func(a, b evidenceRef) int {
+		ba, sa := key(a)
+		bb, sb := key(b)
+		if ba != bb {
+			if ba {
+				return -1
+			}
+			return 1
+		}
+		if c := cmp.Compare(sb, sa); c != 0 {
+			return c
+		}
+		pa, pb := d.ps.at(a.pi), d.ps.at(b.pi)
+		if c := cmp.Compare(pb.flows, pa.flows); c != 0 {
+			return c
+		}
+		return bytes.Compare(d.subs[pa.sub].key.p[:], d.subs[pb.sub].key.p[:])
+	})
+	for k, r := range refs {
+		beacons, score := key(r)
+		if k >= MaxEvidencePairs && score < th {
+			continue
+		}
+		var el *eligible
+		if r.el >= 0 {
+			el = &E[r.el]
+		}
+		evidence := flow.EvidenceContact
+		if beacons {
+			evidence = flow.EvidenceBeaconing
+		}
+		res.Pairs = append(res.Pairs, d.pairScore(r.pi, el, evidence, res))
+	}
+	ev.evidence = refs
+}
+
+// pairScore returns the pair score of pair pi in the window of res; el is
+// its eligible entry, nil when it was not scored (fewer than minPooled
+// connections in the window).
+func (d *Detector) pairScore(pi uint32, el *eligible, evidence string, res *Result) flow.PairScore {
+	p := d.ps.at(pi)
+	s := &d.subs[p.sub]
+	ep := &d.eps[p.ep]
+	lo, hi := d.offsetClamp(res.WindowStart.UnixMilli()), d.offsetClamp(res.WindowEnd.UnixMilli())
+	ps := flow.PairScore{
+		WindowStart: res.WindowStart, WindowEnd: res.WindowEnd,
+		Epoch: s.key.epoch, Sub: s.key.p,
+		RemoteAddr: ep.key.addr.Netip(), RemotePort: ep.key.port, Proto: flow.IPProto(ep.key.proto),
+		Flows: int64(p.flows), Bytes: p.totalBytes(),
+		FirstSeen: d.timeOf(max(p.first, lo)), LastSeen: d.timeOf(min(p.last, hi-1)),
+		SamplingRate: uint32(max(1, p.rate)), ModelVersion: ModelVersion,
+		Evidence: evidence,
+	}
+	if el != nil {
+		ps.Score = round3(el.score * el.disc)
+		ps.Components = flow.Components{
+			Beacon: round3(el.score), Skew: round3(el.tm.Skew), MADM: round3(el.tm.MADM),
+			Size: round3(el.size), Count: round3(el.count), Coverage: round3(el.coverage),
+			Period: round3(el.tm.Period),
+		}
+		ps.PeriodS, ps.JitterS = round3(el.fit.Period), round3(el.tm.Jitter)
+	}
+	return ps
 }
 
 // beaconsWith says whether a pair beacons with period p (the endpoint's
