@@ -105,12 +105,28 @@ func (r *recorder) wait(idle time.Duration) []pcap.Datagram {
 // runTool runs an exporter to completion.
 func runTool(t *testing.T, name string, args ...string) {
 	t.Helper()
+	runToolEnding(t, name, "", args...)
+}
+
+// runToolEnding is runTool for a tool whose exit status is unreliable after
+// a normal end: a non-zero status is accepted when the output contains
+// normalEnd. (pmacctd reading a savefile exits 1 now and then although its
+// log shows the normal shutdown; what it exported is still checked against
+// tshark by the caller.)
+func runToolEnding(t *testing.T, name, normalEnd string, args ...string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, testenv.Tool(t, name), args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if err != nil && normalEnd != "" && ctx.Err() == nil && errors.As(err, &exit) && strings.Contains(out.String(), normalEnd) {
+		t.Logf("%s exited with %v after its normal shutdown; accepted", name, err)
+		return
+	}
+	if err != nil {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out.String())
 	}
 }
@@ -140,7 +156,7 @@ func pmacctSFlowExport(t *testing.T, pcapFile string, fwd netip.AddrPort) []pcap
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	runTool(t, "pmacctd", "-f", conf)
+	runToolEnding(t, "pmacctd", "no more plugins active. Shutting down.", "-f", conf)
 	return r.wait(time.Second)
 }
 
