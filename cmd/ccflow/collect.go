@@ -9,10 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ccflow/ccflow/bus"
-	"github.com/ccflow/ccflow/collector"
 	"github.com/ccflow/ccflow/config"
-	"github.com/ccflow/ccflow/ingest"
-	"github.com/ccflow/ccflow/privacy"
 )
 
 func newCollectCmd() *cobra.Command {
@@ -71,24 +68,15 @@ func runCollect(ctx context.Context, cfg Config, stderr io.Writer) (err error) {
 	}
 	lc.add("metrics server", func() error { o.Stop(); return nil })
 
-	// The privacy stage binds the log redactor to the subscriber prefixes;
-	// until then it redacts every address, so nothing is logged before.
-	priv, err := privacy.New(cfg.Privacy, privacy.Deps{Logger: log, Registerer: o.reg, Redactor: red})
+	priv, err := startPrivacy(ctx, cfg, log, red, o, lc)
 	if err != nil {
-		return privacyKeyError(err)
+		return err
 	}
-	if err := priv.Start(ctx); err != nil {
-		return privacyKeyError(err)
-	}
-	lc.add("privacy", priv.Stop)
-	o.Start()
 	enr, err := startEnricher(ctx, cfg, log, o, lc)
 	if err != nil {
 		return err
 	}
-
-	bdeps := bus.Deps{Logger: log, Registerer: o.reg}
-	prod, err := bus.NewKafkaProducer(cfg.Bus.Kafka, bdeps)
+	prod, err := bus.NewKafkaProducer(cfg.Bus.Kafka, bus.Deps{Logger: log, Registerer: o.reg})
 	if err != nil {
 		return keyedError(err)
 	}
@@ -96,24 +84,10 @@ func runCollect(ctx context.Context, cfg Config, stderr io.Writer) (err error) {
 		return keyedError(err)
 	}
 	lc.add("kafka producer", prod.Stop)
-	batcher, err := bus.NewBatcher(cfg.Bus.Batch, prod, bdeps)
+	_, coll, err := startCollecting(ctx, cfg, log, o, lc, priv, enr, prod)
 	if err != nil {
-		return keyedError(err)
-	}
-	if err := batcher.Start(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
-	lc.add("batcher", batcher.Stop)
-
-	h := ingest.New(context.WithoutCancel(ctx), ingest.Deps{Privacy: priv, Enricher: enr, Output: batcher, Logger: log, Registerer: o.reg})
-	coll, err := collector.New(cfg.Collector, collector.Deps{Logger: log, Registerer: o.reg, Handler: h})
-	if err != nil {
-		return keyedError(err)
-	}
-	if err := coll.Start(ctx); err != nil {
-		return err
-	}
-	lc.add("collector", coll.Stop)
 	onReload(ctx, log, reloader(cfg, enr, nil))
 
 	o.ready.Store(true)

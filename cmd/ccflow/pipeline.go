@@ -15,9 +15,12 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ccflow/ccflow/analysis"
+	"github.com/ccflow/ccflow/bus"
+	"github.com/ccflow/ccflow/collector"
 	"github.com/ccflow/ccflow/config"
 	"github.com/ccflow/ccflow/detect"
 	"github.com/ccflow/ccflow/enrich"
+	"github.com/ccflow/ccflow/ingest"
 	"github.com/ccflow/ccflow/privacy"
 	"github.com/ccflow/ccflow/sink"
 )
@@ -218,4 +221,47 @@ func addAnalysisFlags(fs *pflag.FlagSet) {
 	bindFlag(fs, "window", "detect.window", "detection window `DURATION` (event time)")
 	bindFlag(fs, "hop", "detect.hop", "evaluation hop `DURATION` (event time)")
 	bindFlag(fs, "threshold", "detect.threshold", "candidate score `THRESHOLD` (0..1)")
+}
+
+// startPrivacy builds and starts the privacy stage, binding the command's
+// log redactor to the subscriber prefixes, and only then starts the
+// metrics server: until the redactor is bound it redacts every address, so
+// nothing is logged before.
+func startPrivacy(ctx context.Context, cfg Config, log *slog.Logger, red *privacy.Redactor, o *ops, lc *lifecycle) (*privacy.Stage, error) {
+	priv, err := privacy.New(cfg.Privacy, privacy.Deps{Logger: log, Registerer: o.reg, Redactor: red})
+	if err != nil {
+		return nil, privacyKeyError(err)
+	}
+	if err := priv.Start(ctx); err != nil {
+		return nil, privacyKeyError(err)
+	}
+	lc.add("privacy", priv.Stop)
+	o.Start()
+	return priv, nil
+}
+
+// startCollecting starts the collector side after privacy and enrichment:
+// the batcher publishing to p, the ingest handler (pseudonymize, enrich,
+// batch) and the collector's listeners. Shutdown stops them in reverse, so
+// the listeners close before the batcher flushes.
+func startCollecting(ctx context.Context, cfg Config, log *slog.Logger, o *ops, lc *lifecycle, priv *privacy.Stage, enr *enrich.Enricher, p bus.Producer) (*ingest.Handler, *collector.Collector, error) {
+	bdeps := bus.Deps{Logger: log, Registerer: o.reg}
+	batcher, err := bus.NewBatcher(cfg.Bus.Batch, p, bdeps)
+	if err != nil {
+		return nil, nil, keyedError(err)
+	}
+	if err := batcher.Start(context.WithoutCancel(ctx)); err != nil {
+		return nil, nil, err
+	}
+	lc.add("batcher", batcher.Stop)
+	h := ingest.New(context.WithoutCancel(ctx), ingest.Deps{Privacy: priv, Enricher: enr, Output: batcher, Logger: log, Registerer: o.reg})
+	coll, err := collector.New(cfg.Collector, collector.Deps{Logger: log, Registerer: o.reg, Handler: h})
+	if err != nil {
+		return nil, nil, keyedError(err)
+	}
+	if err := coll.Start(ctx); err != nil {
+		return nil, nil, err
+	}
+	lc.add("collector", coll.Stop)
+	return h, coll, nil
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/ccflow/ccflow/bus"
 	"github.com/ccflow/ccflow/collector"
 	"github.com/ccflow/ccflow/ingest"
-	"github.com/ccflow/ccflow/privacy"
 )
 
 func newRunCmd() *cobra.Command {
@@ -22,7 +21,8 @@ func newRunCmd() *cobra.Command {
 		Short: "Collector, privacy, enrichment, detector and sinks in one process",
 		Long: `run is ccflow on one host: it receives NetFlow v5/v9, IPFIX and sFlow,
 pseudonymizes subscriber addresses (privacy.*), enriches the remote side
-(enrich.*), passes batches over an in-process bus to the detector (detect.*)
+(enrich.*), passes batches over an in-process bus (or Kafka, with bus.kind: kafka) to
+the detector (detect.*)
 and stores flows, pair scores and candidates (sink.*: Parquet files under
 sink.parquet.dir by default, or ClickHouse). Reported candidates are also
 appended to analysis.candidates_file as JSON lines (the input of ccflow eval).
@@ -82,57 +82,64 @@ func runRun(ctx context.Context, cfg Config, stderr io.Writer) (err error) {
 	}
 	lc.add("metrics server", func() error { o.Stop(); return nil })
 
-	// The privacy stage binds the log redactor to the subscriber prefixes;
-	// until then it redacts every address, so nothing is logged before.
-	priv, err := privacy.New(cfg.Privacy, privacy.Deps{Logger: log, Registerer: o.reg, Redactor: red})
+	priv, err := startPrivacy(ctx, cfg, log, red, o, lc)
 	if err != nil {
-		return privacyKeyError(err)
+		return err
 	}
-	if err := priv.Start(ctx); err != nil {
-		return privacyKeyError(err)
-	}
-	lc.add("privacy", priv.Stop)
-	o.Start()
 	enr, err := startEnricher(ctx, cfg, log, o, lc)
 	if err != nil {
 		return err
 	}
 
 	bdeps := bus.Deps{Logger: log, Registerer: o.reg}
-	inproc := bus.NewInproc(cfg.Bus.Inproc, bdeps)
-	an, err = detectorSide(ctx, cfg, log, o, lc, inproc, nil) // the collector side enriches
-	if err != nil {
-		return err
-	}
-	// Shutdown: after the collector and batcher have stopped, close the
-	// bus and let the detector drain it before the analysis stage stops.
-	lc.add("in-process bus", func() error {
-		_ = inproc.Stop()
-		select {
-		case <-an.Done():
-		case <-time.After(time.Minute):
-			return errors.New("detector did not drain the in-process bus within a minute")
+	var prod bus.Producer
+	if cfg.Bus.Kind == "kafka" {
+		// Collector and detector in one process, through Kafka: the
+		// detector's consumer starts first, the producer stops first.
+		cons, err := bus.NewKafkaConsumer(cfg.Bus.Kafka, bdeps)
+		if err != nil {
+			return keyedError(err)
 		}
-		return nil
-	})
-	batcher, err := bus.NewBatcher(cfg.Bus.Batch, inproc, bdeps)
-	if err != nil {
-		return keyedError(err)
+		if err := cons.Start(ctx); err != nil {
+			return keyedError(err)
+		}
+		lc.add("kafka consumer", cons.Stop)
+		if an, err = detectorSide(ctx, cfg, log, o, lc, cons, nil); err != nil {
+			return err
+		}
+		kp, err := bus.NewKafkaProducer(cfg.Bus.Kafka, bdeps)
+		if err != nil {
+			return keyedError(err)
+		}
+		if err := kp.Start(ctx); err != nil {
+			return keyedError(err)
+		}
+		lc.add("kafka producer", kp.Stop)
+		prod = kp
+	} else {
+		inproc := bus.NewInproc(cfg.Bus.Inproc, bdeps)
+		if an, err = detectorSide(ctx, cfg, log, o, lc, inproc, nil); err != nil { // the collector side enriches
+			return err
+		}
+		// Shutdown: after the collector and batcher have stopped, close
+		// the bus and let the detector drain it before the analysis stage
+		// stops.
+		lc.add("in-process bus", func() error {
+			_ = inproc.Stop()
+			select {
+			case <-an.Done():
+			case <-time.After(time.Minute):
+				return errors.New("detector did not drain the in-process bus within a minute")
+			}
+			return nil
+		})
+		prod = inproc
 	}
-	if err := batcher.Start(context.WithoutCancel(ctx)); err != nil {
+	var coll *collector.Collector
+	h, coll, err = startCollecting(ctx, cfg, log, o, lc, priv, enr, prod)
+	if err != nil {
 		return err
 	}
-	lc.add("batcher", batcher.Stop)
-
-	h = ingest.New(context.WithoutCancel(ctx), ingest.Deps{Privacy: priv, Enricher: enr, Output: batcher, Logger: log, Registerer: o.reg})
-	coll, err := collector.New(cfg.Collector, collector.Deps{Logger: log, Registerer: o.reg, Handler: h})
-	if err != nil {
-		return keyedError(err)
-	}
-	if err := coll.Start(ctx); err != nil {
-		return err
-	}
-	lc.add("collector", coll.Stop)
 	onReload(ctx, log, reloader(cfg, enr, an))
 
 	o.ready.Store(true)
