@@ -181,24 +181,11 @@ func runReplay(ctx context.Context, cfg Config, opts replayOptions, store bool, 
 		return err
 	}
 	defer merged.close()
-	out, closeOut, err := createOutput(opts.out)
+	out, err := openReplayOutput(opts, st)
 	if err != nil {
 		return err
 	}
-	defer closeOut()
-	var pairsOut *bufio.Writer
-	if opts.pairsOut != "" {
-		w, closePairs, err := createOutput(opts.pairsOut)
-		if err != nil {
-			return err
-		}
-		defer closePairs()
-		pairsOut = w
-	}
-	w := &resultWriter{cands: json.NewEncoder(out), includeSuppressed: opts.includeSuppressed}
-	if pairsOut != nil {
-		w.pairs = json.NewEncoder(pairsOut)
-	}
+	defer out.close()
 
 	recs := make([]flow.Record, 0, replayBatch)
 	buf := make([]flow.Pseudo, 0, replayBatch)
@@ -223,11 +210,7 @@ func runReplay(ctx context.Context, cfg Config, opts replayOptions, store bool, 
 		if err := st.flows(ctx, buf); err != nil {
 			return err
 		}
-		res := det.Results()
-		if err := st.results(ctx, res); err != nil {
-			return err
-		}
-		if err := w.write(res); err != nil {
+		if err := out.results(ctx, det.Results()); err != nil {
 			return err
 		}
 	}
@@ -243,26 +226,17 @@ func runReplay(ctx context.Context, cfg Config, opts replayOptions, store bool, 
 		log.Warn("flows out of order beyond the reorder buffer, replayed late", "flows", merged.late, "reorder", opts.reorder)
 	}
 	det.Flush()
-	res := det.Results()
-	if err := st.results(ctx, res); err != nil {
+	if err := out.results(ctx, det.Results()); err != nil {
 		return err
 	}
-	if err := w.write(res); err != nil {
+	if err := out.finish(); err != nil {
 		return err
-	}
-	if err := out.Flush(); err != nil {
-		return fmt.Errorf("write %s: %w", opts.out, err)
-	}
-	if pairsOut != nil {
-		if err := pairsOut.Flush(); err != nil {
-			return fmt.Errorf("write %s: %w", opts.pairsOut, err)
-		}
 	}
 	el := time.Since(began)
 	ds := det.Stats()
 	log.Info("replay finished", "files", len(opts.files), "flows_read", merged.read, "flows_replayed", replayed,
-		"flows_pseudonymized", pseudonymized, "windows", w.windows, "candidates", w.candidates,
-		"pair_scores", w.pairScores, "tracked_pairs", ds.Pairs, "seconds", el.Seconds(),
+		"flows_pseudonymized", pseudonymized, "windows", out.w.windows, "candidates", out.w.candidates,
+		"pair_scores", out.w.pairScores, "tracked_pairs", ds.Pairs, "seconds", el.Seconds(),
 		"flows_per_second", float64(replayed)/max(el.Seconds(), 1e-9))
 	return nil
 }

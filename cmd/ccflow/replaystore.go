@@ -92,6 +92,66 @@ func (s *replayStore) close() error {
 	return s.w.Stop()
 }
 
+// replayOutput is where a replay's results go: candidates (and, with
+// --pairs-out, pair scores) as JSON lines, and the sink when storing.
+type replayOutput struct {
+	w       resultWriter
+	out     *bufio.Writer
+	pairs   *bufio.Writer
+	closers []func()
+	store   *replayStore
+	opts    replayOptions
+}
+
+// openReplayOutput creates the JSON-lines outputs of opts.
+func openReplayOutput(opts replayOptions, store *replayStore) (*replayOutput, error) {
+	o := &replayOutput{store: store, opts: opts}
+	out, closeOut, err := createOutput(opts.out)
+	if err != nil {
+		return nil, err
+	}
+	o.out, o.closers = out, append(o.closers, closeOut)
+	o.w = resultWriter{cands: json.NewEncoder(out), includeSuppressed: opts.includeSuppressed}
+	if opts.pairsOut != "" {
+		pw, closePairs, err := createOutput(opts.pairsOut)
+		if err != nil {
+			o.close()
+			return nil, err
+		}
+		o.pairs, o.closers = pw, append(o.closers, closePairs)
+		o.w.pairs = json.NewEncoder(pw)
+	}
+	return o, nil
+}
+
+// results stores and writes the detector's finished windows.
+func (o *replayOutput) results(ctx context.Context, res []detect.Result) error {
+	if err := o.store.results(ctx, res); err != nil {
+		return err
+	}
+	return o.w.write(res)
+}
+
+// finish flushes the JSON-lines outputs.
+func (o *replayOutput) finish() error {
+	if err := o.out.Flush(); err != nil {
+		return fmt.Errorf("write %s: %w", o.opts.out, err)
+	}
+	if o.pairs != nil {
+		if err := o.pairs.Flush(); err != nil {
+			return fmt.Errorf("write %s: %w", o.opts.pairsOut, err)
+		}
+	}
+	return nil
+}
+
+// close closes the output files.
+func (o *replayOutput) close() {
+	for _, c := range o.closers {
+		c()
+	}
+}
+
 // runReplayParquet replays the Parquet flows tables in opts.files (a sink
 // directory, its flows/ directory, a date= partition or single files)
 // through enrichment and the detector. The flows are pseudonymized already:
@@ -117,24 +177,11 @@ func runReplayParquet(ctx context.Context, cfg Config, opts replayOptions, store
 		return err
 	}
 	defer func() { err = errors.Join(err, st.close()) }()
-	out, closeOut, err := createOutput(opts.out)
+	out, err := openReplayOutput(opts, st)
 	if err != nil {
 		return err
 	}
-	defer closeOut()
-	var pairsOut *bufio.Writer
-	if opts.pairsOut != "" {
-		w, closePairs, err := createOutput(opts.pairsOut)
-		if err != nil {
-			return err
-		}
-		defer closePairs()
-		pairsOut = w
-	}
-	w := &resultWriter{cands: json.NewEncoder(out), includeSuppressed: opts.includeSuppressed}
-	if pairsOut != nil {
-		w.pairs = json.NewEncoder(pairsOut)
-	}
+	defer out.close()
 	var rng *rand.Rand
 	if opts.sample > 1 {
 		rng = rand.New(rand.NewPCG(opts.seed, 0x5a5a))
@@ -161,11 +208,7 @@ func runReplayParquet(ctx context.Context, cfg Config, opts replayOptions, store
 			if err := st.flows(ctx, kept); err != nil {
 				return err
 			}
-			res := det.Results()
-			if err := st.results(ctx, res); err != nil {
-				return err
-			}
-			return w.write(res)
+			return out.results(ctx, det.Results())
 		})
 		if err != nil {
 			return fmt.Errorf("%s: %w", path, err)
@@ -175,23 +218,14 @@ func runReplayParquet(ctx context.Context, cfg Config, opts replayOptions, store
 		return errors.New("no flows to replay: no Parquet flows files under the given paths")
 	}
 	det.Flush()
-	res := det.Results()
-	if err := st.results(ctx, res); err != nil {
+	if err := out.results(ctx, det.Results()); err != nil {
 		return err
 	}
-	if err := w.write(res); err != nil {
+	if err := out.finish(); err != nil {
 		return err
-	}
-	if err := out.Flush(); err != nil {
-		return fmt.Errorf("write %s: %w", opts.out, err)
-	}
-	if pairsOut != nil {
-		if err := pairsOut.Flush(); err != nil {
-			return fmt.Errorf("write %s: %w", opts.pairsOut, err)
-		}
 	}
 	el := time.Since(began)
 	log.Info("replay finished", "format", formatParquet, "paths", len(opts.files), "flows_read", read, "flows_replayed", replayed,
-		"windows", w.windows, "candidates", w.candidates, "pair_scores", w.pairScores, "seconds", el.Seconds())
+		"windows", out.w.windows, "candidates", out.w.candidates, "pair_scores", out.w.pairScores, "seconds", el.Seconds())
 	return nil
 }
