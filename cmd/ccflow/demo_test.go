@@ -86,9 +86,9 @@ func TestDemo(t *testing.T) {
 		}
 	}
 
-	// beacon_pairs holds only pairs whose own score reaches
-	// detect.pair_threshold; with one-hour windows the bots' pairs may not.
-	for _, table := range []string{"flows", "cc_candidates"} {
+	// beacon_pairs holds the pairs behind every reported candidate (the
+	// analyst's drill-down), so it exists whenever a candidate does.
+	for _, table := range []string{"flows", "cc_candidates", "beacon_pairs"} {
 		files, _ := filepath.Glob(filepath.Join(dir, "parquet", table, "date=*", "*.parquet"))
 		if len(files) == 0 {
 			t.Errorf("no Parquet files in %s", filepath.Join(dir, "parquet", table))
