@@ -23,6 +23,7 @@ import (
 	"github.com/ccflow/ccflow/flow"
 	"github.com/ccflow/ccflow/sink/internal/dedup"
 	"github.com/ccflow/ccflow/sink/internal/durable"
+	"github.com/ccflow/ccflow/sink/internal/lag"
 	"github.com/ccflow/ccflow/sink/table"
 )
 
@@ -543,29 +544,17 @@ func (w *Writer) loadSpill() error {
 func (w *Writer) updateGaugesLocked() {
 	w.m.spillBytes.Set(float64(w.spillSz))
 	w.m.spillBlocks.Set(float64(len(w.spill)))
-	now := time.Now()
-	oldest := map[string]time.Time{}
-	see := func(t string, c time.Time) {
-		if o, ok := oldest[t]; !ok || c.Before(o) {
-			oldest[t] = c
-		}
-	}
+	oldest := lag.New()
 	for _, b := range w.bufs {
-		see(b.Table, b.Created)
+		oldest.See(b.Table, b.Created)
 	}
 	for _, b := range w.queue {
-		see(b.Table, b.Created)
+		oldest.See(b.Table, b.Created)
 	}
 	for _, f := range w.spill {
-		see(f.table, f.created)
+		oldest.See(f.table, f.created)
 	}
-	for _, t := range []string{table.Flows, table.Pairs, table.Candidates} {
-		if c, ok := oldest[t]; ok {
-			w.m.lag.WithLabelValues(t).Set(now.Sub(c).Seconds())
-		} else {
-			w.m.lag.WithLabelValues(t).Set(0)
-		}
-	}
+	oldest.Report(w.m.lag, time.Now(), table.Flows, table.Pairs, table.Candidates)
 }
 
 // Sync implements sink.Writer: it cuts every table's buffer into a block

@@ -23,6 +23,7 @@ import (
 	"github.com/ccflow/ccflow/flow/flowarrow"
 	"github.com/ccflow/ccflow/sink/internal/dedup"
 	"github.com/ccflow/ccflow/sink/internal/durable"
+	"github.com/ccflow/ccflow/sink/internal/lag"
 	"github.com/ccflow/ccflow/sink/table"
 )
 
@@ -440,25 +441,14 @@ func (w *Writer) store(pf *pendingFile) bool {
 }
 
 func (w *Writer) updateLagLocked(now time.Time) {
-	oldest := map[string]time.Time{}
-	see := func(t string, c time.Time) {
-		if o, ok := oldest[t]; !ok || c.Before(o) {
-			oldest[t] = c
-		}
-	}
+	oldest := lag.New()
 	for _, of := range w.open {
-		see(of.key.table, of.created)
+		oldest.See(of.key.table, of.created)
 	}
 	for _, pf := range w.pending {
-		see(pf.table, pf.created)
+		oldest.See(pf.table, pf.created)
 	}
-	for _, t := range []string{table.Flows, table.Pairs, table.Candidates} {
-		if c, ok := oldest[t]; ok {
-			w.m.lag.WithLabelValues(t).Set(now.Sub(c).Seconds())
-		} else {
-			w.m.lag.WithLabelValues(t).Set(0)
-		}
-	}
+	oldest.Report(w.m.lag, now, table.Flows, table.Pairs, table.Candidates)
 }
 
 // Sync implements sink.Writer: it closes every open file (one per table
