@@ -67,9 +67,13 @@ func TestReloadWhileStreaming(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	e := mustNew(t, cfg, Deps{Registerer: reg})
 
-	// current is the version index Reload last installed; a batch that
-	// reads it before starting must see at least that version.
-	var current atomic.Int32
+	// current is the index of the last Reload that returned, started the
+	// index of the last Reload begun. A batch that reads current k before
+	// it starts, and still reads started k when it is done, ran wholly
+	// between Reload k and Reload k+1: it must see version k%2. (Checking
+	// current instead of started after the batch would blame a batch that
+	// saw Reload k+1's list before the main goroutine stored k+1.)
+	var current, started atomic.Int32
 	var stop atomic.Bool
 	var sent, checked atomic.Int64
 	const batch = 50
@@ -124,7 +128,7 @@ func TestReloadWhileStreaming(t *testing.T) {
 				}
 				// Versions alternate; after Reload k returned, a new
 				// batch must not see an older version.
-				if int32(seen) != before%2 && current.Load() == before {
+				if int32(seen) != before%2 && started.Load() == before {
 					report(fmt.Sprintf("goroutine %d batch %d saw version %d after reload to %d", g, n, seen, before%2))
 					return
 				}
@@ -135,6 +139,7 @@ func TestReloadWhileStreaming(t *testing.T) {
 	reloads := 0
 	for k := 1; k <= 20; k++ {
 		time.Sleep(5 * time.Millisecond)
+		started.Store(int32(k))
 		replaceFile(t, list, versions[k%2].text)
 		if err := e.Reload(); err != nil {
 			t.Fatal(err)
