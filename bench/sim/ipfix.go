@@ -81,50 +81,24 @@ func (e *IPFIXEncoder) Pending() bool { return false }
 func (e *IPFIXEncoder) Sampler() *Sampler { return e.sampler }
 
 func (e *IPFIXEncoder) buildTemplates() {
-	be := binary.BigEndian
 	b := make([]byte, 0, 256)
-	start := len(b)
-	b = be.AppendUint16(b, 2) // template set
-	b = be.AppendUint16(b, 0)
-	for _, t := range []struct {
-		id     uint16
-		fields [][2]uint16
-	}{{ipfixTemplate4, ipfixFields4}, {ipfixTemplate6, ipfixFields6}} {
-		b = be.AppendUint16(b, t.id)
-		b = be.AppendUint16(b, uint16(len(t.fields)))
-		for _, f := range t.fields {
-			b = be.AppendUint16(b, f[0])
-			b = be.AppendUint16(b, f[1])
-		}
-	}
-	be.PutUint16(b[start+2:], uint16(len(b)-start))
+	b = appendTemplateSet(b, 2, template{ipfixTemplate4, ipfixFields4}, template{ipfixTemplate6, ipfixFields6})
 	if e.sampler.Rate() > 1 {
-		start = len(b)
-		b = be.AppendUint16(b, 3) // options template set
-		b = be.AppendUint16(b, 0)
-		b = be.AppendUint16(b, ipfixOptionsTID)
-		b = be.AppendUint16(b, 3) // field count
-		b = be.AppendUint16(b, 1) // scope field count
-		b = be.AppendUint16(b, 149)
-		b = be.AppendUint16(b, 4) // observationDomainId
-		b = be.AppendUint16(b, 34)
-		b = be.AppendUint16(b, 4) // samplingInterval
-		b = be.AppendUint16(b, 35)
-		b = be.AppendUint16(b, 1) // samplingAlgorithm
-		for (len(b)-start)%4 != 0 {
-			b = append(b, 0)
-		}
-		be.PutUint16(b[start+2:], uint16(len(b)-start))
-		start = len(b)
-		b = be.AppendUint16(b, ipfixOptionsTID)
-		b = be.AppendUint16(b, 0)
-		b = be.AppendUint32(b, e.cfg.ObservationDomain)
-		b = be.AppendUint32(b, e.sampler.Rate())
-		b = append(b, 2) // random sampling
-		for (len(b)-start)%4 != 0 {
-			b = append(b, 0)
-		}
-		be.PutUint16(b[start+2:], uint16(len(b)-start))
+		// Options template set (3): scope observationDomainId (149),
+		// options samplingInterval (34) and samplingAlgorithm (35).
+		b = appendSet(b, 3, func(b []byte) []byte {
+			be := binary.BigEndian
+			b = be.AppendUint16(b, ipfixOptionsTID)
+			b = be.AppendUint16(b, 3) // field count
+			b = be.AppendUint16(b, 1) // scope field count
+			b = be.AppendUint16(b, 149)
+			b = be.AppendUint16(b, 4)
+			b = be.AppendUint16(b, 34)
+			b = be.AppendUint16(b, 4)
+			b = be.AppendUint16(b, 35)
+			return be.AppendUint16(b, 1)
+		})
+		b = appendSamplingData(b, ipfixOptionsTID, e.cfg.ObservationDomain, e.sampler.Rate())
 		e.tmplData = 1
 	}
 	e.tmpl = b
@@ -160,14 +134,9 @@ func (e *IPFIXEncoder) Encode(dst []byte, recs []Record, exportMs int64) ([]byte
 		if off+need > limit {
 			break
 		}
-		s := r
-		if e.sampler.rate > 1 {
-			if e.sampler.Sample(r, &e.tmp) == 0 {
-				continue
-			}
-			s = &e.tmp
-		} else {
-			e.sampler.pool += r.Packets
+		s := e.sampler.take(r, &e.tmp)
+		if s == nil {
+			continue
 		}
 		if setStart < 0 || setID != id {
 			if setStart >= 0 {

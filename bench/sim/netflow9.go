@@ -89,55 +89,25 @@ func (e *NetFlow9Encoder) Pending() bool { return false }
 func (e *NetFlow9Encoder) Sampler() *Sampler { return e.sampler }
 
 func (e *NetFlow9Encoder) buildTemplates() {
-	be := binary.BigEndian
 	b := make([]byte, 0, 256)
-	// Template flowset (id 0).
-	start := len(b)
-	b = be.AppendUint16(b, 0)
-	b = be.AppendUint16(b, 0)
-	for _, t := range []struct {
-		id     uint16
-		fields [][2]uint16
-	}{{nf9Template4, nf9Fields4}, {nf9Template6, nf9Fields6}} {
-		b = be.AppendUint16(b, t.id)
-		b = be.AppendUint16(b, uint16(len(t.fields)))
-		for _, f := range t.fields {
-			b = be.AppendUint16(b, f[0])
-			b = be.AppendUint16(b, f[1])
-		}
-	}
-	be.PutUint16(b[start+2:], uint16(len(b)-start))
+	b = appendTemplateSet(b, 0, template{nf9Template4, nf9Fields4}, template{nf9Template6, nf9Fields6})
 	e.tmplRecs = 2
 	if e.sampler.Rate() > 1 {
-		// Options template flowset (id 1): scope System (1), options
+		// Options template flowset (1): scope System (1), options
 		// SAMPLING_INTERVAL (34) and SAMPLING_ALGORITHM (35).
-		start = len(b)
-		b = be.AppendUint16(b, 1)
-		b = be.AppendUint16(b, 0)
-		b = be.AppendUint16(b, nf9OptionsTID)
-		b = be.AppendUint16(b, 4) // option scope length, bytes
-		b = be.AppendUint16(b, 8) // option length, bytes
-		b = be.AppendUint16(b, 1) // scope: System
-		b = be.AppendUint16(b, 4)
-		b = be.AppendUint16(b, 34)
-		b = be.AppendUint16(b, 4)
-		b = be.AppendUint16(b, 35)
-		b = be.AppendUint16(b, 1)
-		for (len(b)-start)%4 != 0 {
-			b = append(b, 0)
-		}
-		be.PutUint16(b[start+2:], uint16(len(b)-start))
-		// Options data flowset.
-		start = len(b)
-		b = be.AppendUint16(b, nf9OptionsTID)
-		b = be.AppendUint16(b, 0)
-		b = be.AppendUint32(b, e.cfg.ObservationDomain)
-		b = be.AppendUint32(b, e.sampler.Rate())
-		b = append(b, 2) // random sampling
-		for (len(b)-start)%4 != 0 {
-			b = append(b, 0)
-		}
-		be.PutUint16(b[start+2:], uint16(len(b)-start))
+		b = appendSet(b, 1, func(b []byte) []byte {
+			be := binary.BigEndian
+			b = be.AppendUint16(b, nf9OptionsTID)
+			b = be.AppendUint16(b, 4) // option scope length, bytes
+			b = be.AppendUint16(b, 8) // option length, bytes
+			b = be.AppendUint16(b, 1) // scope: System
+			b = be.AppendUint16(b, 4)
+			b = be.AppendUint16(b, 34)
+			b = be.AppendUint16(b, 4)
+			b = be.AppendUint16(b, 35)
+			return be.AppendUint16(b, 1)
+		})
+		b = appendSamplingData(b, nf9OptionsTID, e.cfg.ObservationDomain, e.sampler.Rate())
 		e.tmplRecs += 2
 	}
 	e.tmpl = b
@@ -198,14 +168,9 @@ func (e *NetFlow9Encoder) Encode(dst []byte, recs []Record, exportMs int64) ([]b
 		if off+need > limit {
 			break
 		}
-		s := r
-		if e.sampler.rate > 1 {
-			if e.sampler.Sample(r, &e.tmp) == 0 {
-				continue
-			}
-			s = &e.tmp
-		} else {
-			e.sampler.pool += r.Packets
+		s := e.sampler.take(r, &e.tmp)
+		if s == nil {
+			continue
 		}
 		if setStart < 0 || setID != id {
 			off = nf9CloseSet(b, off, setStart)
