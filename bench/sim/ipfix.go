@@ -48,37 +48,26 @@ var (
 // header's sequence number counts data records (options data included), as
 // RFC 7011 says.
 type IPFIXEncoder struct {
-	cfg      EncoderConfig
-	sampler  *Sampler
-	clock    templateClock
-	seq      uint32
-	tmpl     []byte
+	templated
 	tmplData uint32 // data records in tmpl (the options data record)
-	tmp      Record
 }
 
 var _ Encoder = (*IPFIXEncoder)(nil)
 
 // NewIPFIXEncoder returns an IPFIX encoder.
 func NewIPFIXEncoder(cfg EncoderConfig) (*IPFIXEncoder, error) {
-	c, err := cfg.withDefaults()
+	t, err := newTemplated(cfg)
 	if err != nil {
 		return nil, err
 	}
-	e := &IPFIXEncoder{cfg: c, sampler: NewSampler(c.Sampling, c.Seed)}
-	e.clock = templateClock{every: c.TemplateRefresh, interval: c.TemplateInterval.Milliseconds()}
+	e := &IPFIXEncoder{templated: t}
+	e.layout = dataLayout{id4: ipfixTemplate4, id6: ipfixTemplate6, len4: ipfixRec4Len, len6: ipfixRec6Len, put: putIPFIX}
 	e.buildTemplates()
 	return e, nil
 }
 
 // Format returns FormatIPFIX.
 func (e *IPFIXEncoder) Format() Format { return FormatIPFIX }
-
-// Pending always reports false: IPFIX records never span messages.
-func (e *IPFIXEncoder) Pending() bool { return false }
-
-// Sampler returns the encoder's packet sampler.
-func (e *IPFIXEncoder) Sampler() *Sampler { return e.sampler }
 
 func (e *IPFIXEncoder) buildTemplates() {
 	b := make([]byte, 0, 256)
@@ -107,8 +96,7 @@ func (e *IPFIXEncoder) buildTemplates() {
 // Encode builds one IPFIX message; see Encoder.
 func (e *IPFIXEncoder) Encode(dst []byte, recs []Record, exportMs int64) ([]byte, int, int) {
 	be := binary.BigEndian
-	limit := e.cfg.MaxDatagram
-	b := grow(dst, limit)
+	b := grow(dst, e.cfg.MaxDatagram)
 	off := ipfixHeaderLen
 	withTmpl := e.clock.due(exportMs)
 	var dataRecs uint32
@@ -116,69 +104,7 @@ func (e *IPFIXEncoder) Encode(dst []byte, recs []Record, exportMs int64) ([]byte
 		off += copy(b[off:], e.tmpl)
 		dataRecs += e.tmplData
 	}
-	setStart, setID := -1, uint16(0)
-	flows, i := 0, 0
-	for ; i < len(recs); i++ {
-		r := &recs[i]
-		if e.sampler.passes(r) {
-			continue
-		}
-		id, size := uint16(ipfixTemplate4), ipfixRec4Len
-		if r.Is6() {
-			id, size = ipfixTemplate6, ipfixRec6Len
-		}
-		need := size
-		if setStart < 0 || setID != id {
-			need += 4
-		}
-		if off+need > limit {
-			break
-		}
-		s := e.sampler.take(r, &e.tmp)
-		if s == nil {
-			continue
-		}
-		if setStart < 0 || setID != id {
-			if setStart >= 0 {
-				be.PutUint16(b[setStart+2:], uint16(off-setStart))
-			}
-			setStart, setID = off, id
-			be.PutUint16(b[off:], id)
-			off += 4
-		}
-		p := b[off : off+size]
-		be.PutUint64(p[0:], uint64(s.StartMs))
-		be.PutUint64(p[8:], uint64(s.EndMs))
-		var q []byte
-		if id == ipfixTemplate4 {
-			a, d := as4(s.Src), as4(s.Dst)
-			copy(p[16:20], a[:])
-			copy(p[20:24], d[:])
-			q = p[24:]
-		} else {
-			a, d := as16(s.Src), as16(s.Dst)
-			copy(p[16:32], a[:])
-			copy(p[32:48], d[:])
-			q = p[48:]
-		}
-		be.PutUint16(q[0:], s.SrcPort)
-		be.PutUint16(q[2:], s.DstPort)
-		q[4] = s.Proto
-		be.PutUint16(q[5:], uint16(s.TCPFlags))
-		be.PutUint64(q[7:], s.Bytes)
-		be.PutUint64(q[15:], s.Packets)
-		be.PutUint32(q[23:], s.InIf)
-		be.PutUint32(q[27:], s.OutIf)
-		q[31] = 0 // ingress
-		off += size
-		flows++
-		if e.cfg.Trace != nil {
-			e.cfg.Trace(s)
-		}
-	}
-	if setStart >= 0 {
-		be.PutUint16(b[setStart+2:], uint16(off-setStart))
-	}
+	off, i, flows := e.appendRecords(b, off, recs)
 	if flows == 0 && !withTmpl {
 		return b[:0], i, 0
 	}
@@ -193,4 +119,32 @@ func (e *IPFIXEncoder) Encode(dst []byte, recs []Record, exportMs int64) ([]byte
 	be.PutUint32(b[12:], e.cfg.ObservationDomain)
 	e.seq += dataRecs + uint32(flows)
 	return b[:off], i, flows
+}
+
+// putIPFIX writes s as a data record of template 256 (IPv4) or 257 (v6).
+func putIPFIX(p []byte, s *Record, v6 bool) {
+	be := binary.BigEndian
+	be.PutUint64(p[0:], uint64(s.StartMs))
+	be.PutUint64(p[8:], uint64(s.EndMs))
+	var q []byte
+	if !v6 {
+		a, d := as4(s.Src), as4(s.Dst)
+		copy(p[16:20], a[:])
+		copy(p[20:24], d[:])
+		q = p[24:]
+	} else {
+		a, d := as16(s.Src), as16(s.Dst)
+		copy(p[16:32], a[:])
+		copy(p[32:48], d[:])
+		q = p[48:]
+	}
+	be.PutUint16(q[0:], s.SrcPort)
+	be.PutUint16(q[2:], s.DstPort)
+	q[4] = s.Proto
+	be.PutUint16(q[5:], uint16(s.TCPFlags))
+	be.PutUint64(q[7:], s.Bytes)
+	be.PutUint64(q[15:], s.Packets)
+	be.PutUint32(q[23:], s.InIf)
+	be.PutUint32(q[27:], s.OutIf)
+	q[31] = 0 // ingress
 }

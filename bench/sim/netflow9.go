@@ -56,37 +56,26 @@ var (
 // recovers every record's times to the millisecond. Records must not start
 // before BootMs; sysUptime wraps after 49.7 days, as on a router.
 type NetFlow9Encoder struct {
-	cfg      EncoderConfig
-	sampler  *Sampler
-	clock    templateClock
-	seq      uint32
-	tmpl     []byte // template flowset + options template + options data
-	tmplRecs uint16
-	tmp      Record
+	templated
+	tmplRecs uint16 // records in tmpl: templates, options template and data
 }
 
 var _ Encoder = (*NetFlow9Encoder)(nil)
 
 // NewNetFlow9Encoder returns a NetFlow v9 encoder.
 func NewNetFlow9Encoder(cfg EncoderConfig) (*NetFlow9Encoder, error) {
-	c, err := cfg.withDefaults()
+	t, err := newTemplated(cfg)
 	if err != nil {
 		return nil, err
 	}
-	e := &NetFlow9Encoder{cfg: c, sampler: NewSampler(c.Sampling, c.Seed)}
-	e.clock = templateClock{every: c.TemplateRefresh, interval: c.TemplateInterval.Milliseconds()}
+	e := &NetFlow9Encoder{templated: t}
+	e.layout = dataLayout{id4: nf9Template4, id6: nf9Template6, len4: nf9Rec4Len, len6: nf9Rec6Len, pad: true, put: e.putRecord}
 	e.buildTemplates()
 	return e, nil
 }
 
 // Format returns FormatNetFlow9.
 func (e *NetFlow9Encoder) Format() Format { return FormatNetFlow9 }
-
-// Pending always reports false: NetFlow v9 records never span datagrams.
-func (e *NetFlow9Encoder) Pending() bool { return false }
-
-// Sampler returns the encoder's packet sampler.
-func (e *NetFlow9Encoder) Sampler() *Sampler { return e.sampler }
 
 func (e *NetFlow9Encoder) buildTemplates() {
 	b := make([]byte, 0, 256)
@@ -113,20 +102,6 @@ func (e *NetFlow9Encoder) buildTemplates() {
 	e.tmpl = b
 }
 
-// nf9CloseSet pads the flowset that starts at setStart (if any) to four
-// bytes, writes its length and returns the new offset.
-func nf9CloseSet(b []byte, off, setStart int) int {
-	if setStart < 0 {
-		return off
-	}
-	for (off-setStart)%4 != 0 {
-		b[off] = 0
-		off++
-	}
-	binary.BigEndian.PutUint16(b[setStart+2:], uint16(off-setStart))
-	return off
-}
-
 func sat32(v uint64) uint32 {
 	if v > math.MaxUint32 {
 		return math.MaxUint32
@@ -141,8 +116,7 @@ func (e *NetFlow9Encoder) Encode(dst []byte, recs []Record, exportMs int64) ([]b
 		e.cfg.BootMs = exportMs - 3600_000
 	}
 	boot := e.cfg.BootMs
-	limit := e.cfg.MaxDatagram
-	b := grow(dst, limit)
+	b := grow(dst, e.cfg.MaxDatagram)
 	off := nf9HeaderLen
 	count := 0
 	withTmpl := e.clock.due(exportMs)
@@ -150,66 +124,8 @@ func (e *NetFlow9Encoder) Encode(dst []byte, recs []Record, exportMs int64) ([]b
 		off += copy(b[off:], e.tmpl)
 		count += int(e.tmplRecs)
 	}
-	setStart, setID := -1, uint16(0)
-	flows, i := 0, 0
-	for ; i < len(recs); i++ {
-		r := &recs[i]
-		if e.sampler.passes(r) {
-			continue
-		}
-		id, size := uint16(nf9Template4), nf9Rec4Len
-		if r.Is6() {
-			id, size = nf9Template6, nf9Rec6Len
-		}
-		need := size + 3 // record + worst-case padding of its set
-		if setStart < 0 || setID != id {
-			need += 4 + 3 // a new set header, and padding of the set it closes
-		}
-		if off+need > limit {
-			break
-		}
-		s := e.sampler.take(r, &e.tmp)
-		if s == nil {
-			continue
-		}
-		if setStart < 0 || setID != id {
-			off = nf9CloseSet(b, off, setStart)
-			setStart, setID = off, id
-			be.PutUint16(b[off:], id)
-			off += 4
-		}
-		p := b[off : off+size]
-		be.PutUint32(p[0:], uint32(s.StartMs-boot))
-		be.PutUint32(p[4:], uint32(s.EndMs-boot))
-		var q []byte
-		if id == nf9Template4 {
-			a, d := as4(s.Src), as4(s.Dst)
-			copy(p[8:12], a[:])
-			copy(p[12:16], d[:])
-			q = p[16:]
-		} else {
-			a, d := as16(s.Src), as16(s.Dst)
-			copy(p[8:24], a[:])
-			copy(p[24:40], d[:])
-			q = p[40:]
-		}
-		be.PutUint16(q[0:], s.SrcPort)
-		be.PutUint16(q[2:], s.DstPort)
-		q[4] = s.Proto
-		q[5] = s.TCPFlags
-		be.PutUint32(q[6:], sat32(s.Bytes))
-		be.PutUint32(q[10:], sat32(s.Packets))
-		be.PutUint32(q[14:], s.InIf)
-		be.PutUint32(q[18:], s.OutIf)
-		q[22] = 0 // ingress
-		off += size
-		flows++
-		count++
-		if e.cfg.Trace != nil {
-			e.cfg.Trace(s)
-		}
-	}
-	off = nf9CloseSet(b, off, setStart)
+	off, i, flows := e.appendRecords(b, off, recs)
+	count += flows
 	if flows == 0 && !withTmpl {
 		return b[:0], i, 0
 	}
@@ -225,4 +141,34 @@ func (e *NetFlow9Encoder) Encode(dst []byte, recs []Record, exportMs int64) ([]b
 	be.PutUint32(b[16:], e.cfg.ObservationDomain)
 	e.seq++
 	return b[:off], i, flows
+}
+
+// putRecord writes s as a data record of template 256 (IPv4) or 257 (v6),
+// its times in ms of sysUptime.
+func (e *NetFlow9Encoder) putRecord(p []byte, s *Record, v6 bool) {
+	be := binary.BigEndian
+	boot := e.cfg.BootMs
+	be.PutUint32(p[0:], uint32(s.StartMs-boot))
+	be.PutUint32(p[4:], uint32(s.EndMs-boot))
+	var q []byte
+	if !v6 {
+		a, d := as4(s.Src), as4(s.Dst)
+		copy(p[8:12], a[:])
+		copy(p[12:16], d[:])
+		q = p[16:]
+	} else {
+		a, d := as16(s.Src), as16(s.Dst)
+		copy(p[8:24], a[:])
+		copy(p[24:40], d[:])
+		q = p[40:]
+	}
+	be.PutUint16(q[0:], s.SrcPort)
+	be.PutUint16(q[2:], s.DstPort)
+	q[4] = s.Proto
+	q[5] = s.TCPFlags
+	be.PutUint32(q[6:], sat32(s.Bytes))
+	be.PutUint32(q[10:], sat32(s.Packets))
+	be.PutUint32(q[14:], s.InIf)
+	be.PutUint32(q[18:], s.OutIf)
+	q[22] = 0 // ingress
 }
