@@ -24,6 +24,7 @@ import (
 	"github.com/ccflow/ccflow/sink/internal/dedup"
 	"github.com/ccflow/ccflow/sink/internal/durable"
 	"github.com/ccflow/ccflow/sink/internal/lag"
+	"github.com/ccflow/ccflow/sink/internal/signal"
 	"github.com/ccflow/ccflow/sink/table"
 )
 
@@ -59,9 +60,9 @@ type Writer struct {
 	instance string
 
 	mu sync.Mutex
-	// space is closed and replaced when blocks leave the queue (inserted
+	// space is broadcast when blocks leave the queue (inserted
 	// or spilled: memory frees) and when Stop begins and ends.
-	space    chan struct{}
+	space    signal.Signal
 	bufs     map[string]*Block
 	queue    []*Block // cut blocks in memory, oldest (lowest seq) first
 	inflight *Block   // the block being inserted (from queue or spill)
@@ -112,7 +113,7 @@ func New(cfg Config, deps Deps) (*Writer, error) {
 	return &Writer{
 		cfg: cfg, log: log.With("stage", "sink", "sink", "clickhouse"), m: newMetrics(deps.Registerer),
 		ins: deps.Inserter, instance: hex.EncodeToString(inst[:]),
-		space: make(chan struct{}), bufs: map[string]*Block{}, recent: dedup.New(dedup.Size), wake: make(chan struct{}, 1),
+		bufs: map[string]*Block{}, recent: dedup.New(dedup.Size), wake: make(chan struct{}, 1),
 		done: make(chan struct{}),
 	}, nil
 }
@@ -202,15 +203,11 @@ func (w *Writer) write(ctx context.Context, tbl string, n int, key dedup.Key, ad
 		if w.memRows == 0 || w.memRows+n <= w.cfg.MaxBufferedRows {
 			break
 		}
-		ch := w.space
-		w.mu.Unlock()
 		w.kick()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := w.space.Wait(ctx, &w.mu); err != nil {
+			w.mu.Unlock()
+			return err
 		}
-		w.mu.Lock()
 	}
 	if key != dedupNone {
 		if w.recent.Contains(key) {
@@ -284,8 +281,7 @@ func (w *Writer) token(b *Block) string {
 
 // freedLocked wakes writers waiting for memory.
 func (w *Writer) freedLocked() {
-	close(w.space)
-	w.space = make(chan struct{})
+	w.space.Broadcast()
 	w.m.buffered.Set(float64(w.memRows))
 }
 
@@ -593,15 +589,9 @@ func (w *Writer) Sync(ctx context.Context) error {
 		case len(w.queue) == 0 || w.queue[0].seq > target:
 			return nil
 		}
-		ch := w.space
-		w.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			w.mu.Lock()
-			return ctx.Err()
+		if err := w.space.Wait(ctx, &w.mu); err != nil {
+			return err
 		}
-		w.mu.Lock()
 	}
 }
 

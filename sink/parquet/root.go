@@ -24,6 +24,7 @@ import (
 	"github.com/ccflow/ccflow/sink/internal/dedup"
 	"github.com/ccflow/ccflow/sink/internal/durable"
 	"github.com/ccflow/ccflow/sink/internal/lag"
+	"github.com/ccflow/ccflow/sink/internal/signal"
 	"github.com/ccflow/ccflow/sink/table"
 )
 
@@ -68,9 +69,9 @@ type Writer struct {
 	pending  []*pendingFile
 	memBytes int64 // open file buffers and pending files
 	memRows  int
-	// space is closed and replaced when a file is stored (memory frees,
+	// space is broadcast when a file is stored (memory frees,
 	// storedSeq grows) and when Stop begins and ends.
-	space     chan struct{}
+	space     signal.Signal
 	seq       uint64 // sequence of the last closed file
 	storedSeq uint64 // sequence of the last file stored (files are stored in order)
 	dropErr   error  // set for good once rows were dropped (see Sync)
@@ -145,7 +146,6 @@ func New(cfg Config, deps Deps) (*Writer, error) {
 		schemas:  schemas,
 		open:     map[partKey]*openFile{},
 		recent:   dedup.New(dedup.Size),
-		space:    make(chan struct{}),
 		wake:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
 	}, nil
@@ -267,14 +267,10 @@ func (w *Writer) lockForWrite(ctx context.Context) error {
 		if w.memBytes < w.cfg.MaxPendingBytes {
 			return nil
 		}
-		ch := w.space
-		w.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := w.space.Wait(ctx, &w.mu); err != nil {
+			w.mu.Unlock()
+			return err
 		}
-		w.mu.Lock()
 	}
 }
 
@@ -405,8 +401,7 @@ func (w *Writer) run() {
 		w.storedSeq = pf.seq
 		w.memBytes -= int64(len(pf.data))
 		w.memRows -= pf.rows
-		close(w.space)
-		w.space = make(chan struct{})
+		w.space.Broadcast()
 		w.m.pending.Set(float64(w.memBytes))
 		w.m.buffered.Set(float64(w.memRows))
 		w.mu.Unlock()
@@ -482,15 +477,9 @@ func (w *Writer) Sync(ctx context.Context) error {
 		case w.stopped:
 			return fmt.Errorf("files not written at stop: %w", ErrStopped)
 		}
-		ch := w.space
-		w.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			w.mu.Lock()
-			return ctx.Err()
+		if err := w.space.Wait(ctx, &w.mu); err != nil {
+			return err
 		}
-		w.mu.Lock()
 	}
 }
 
@@ -505,8 +494,7 @@ func (w *Writer) Stop() error {
 		for _, of := range w.open {
 			w.closeLocked(of)
 		}
-		close(w.space) // release waiting writers: they get ErrStopped
-		w.space = make(chan struct{})
+		w.space.Broadcast() // release waiting writers: they get ErrStopped
 		started := w.ctx != nil
 		w.mu.Unlock()
 		if !started {
@@ -524,8 +512,7 @@ func (w *Writer) Stop() error {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		w.stopped = true
-		close(w.space) // wake Syncs still waiting: they fail
-		w.space = make(chan struct{})
+		w.space.Broadcast() // wake Syncs still waiting: they fail
 		rows := 0
 		for _, pf := range w.pending {
 			rows += pf.rows
