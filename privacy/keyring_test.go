@@ -119,8 +119,16 @@ func TestOpenKeyringErrors(t *testing.T) {
 	}
 }
 
+// TestRevealRoundTripAndErrors reveals with the right key, another key
+// directory's key and the wrong epoch's key. A wrong key is caught only by
+// CheckRevealed, which passes by chance with probability = the share of the
+// address space the prefixes cover (TestWrongKeyAcceptRate). The prefixes
+// here (a v4 /24 and a v6 /48) make that 2^-24 per try, and the keys are
+// seeded, so the test is reproducible.
 func TestRevealRoundTripAndErrors(t *testing.T) {
-	subs, err := LoadSubscribers(testConfig(""))
+	cfg := testConfig("")
+	cfg.Subscribers = []string{"192.0.2.0/24", "2001:db8:1::/48"}
+	subs, err := LoadSubscribers(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,11 +137,11 @@ func TestRevealRoundTripAndErrors(t *testing.T) {
 			ring := newRing(t, mode)
 			other := newRing(t, mode)
 			e, _ := ring.EpochAt(testNow)
-			for _, k := range []*Keyring{ring, other} {
-				if _, err := k.CreateKey(e, nil); err != nil {
+			for i, k := range []*Keyring{ring, other} {
+				if _, err := k.CreateKey(e, seededRand(byte(10*i+1))); err != nil {
 					t.Fatal(err)
 				}
-				if _, err := k.CreateKey(e+1, nil); err != nil {
+				if _, err := k.CreateKey(e+1, seededRand(byte(10*i+2))); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -295,5 +303,61 @@ func TestEpochMath(t *testing.T) {
 	}
 	if _, err := ring.EpochAt(DefaultOrigin.Add(-time.Millisecond)); !errors.Is(err, ErrBeforeOrigin) {
 		t.Errorf("before origin: %v", err)
+	}
+}
+
+// TestWrongKeyAcceptRate measures how often CheckRevealed accepts a token
+// revealed with a wrong key (docs/privacy.md gives these rates). A wrong AES
+// key turns an IPv4 token into a random 128-bit value, IPv4-mapped with
+// probability 2^-96: never accepted. Crypto-PAn keeps IPv4 tokens IPv4 and
+// its pad makes neighbouring result bits agree more often than not (the
+// input of bit i equals that of bit i-1 when address bit i-1 equals the pad
+// bit), so a wrong key lands in a prefix several times more often than the
+// prefix's share of the space: for 10.0.0.0/8 (share 1/256 = 0.4%) about
+// 2% on average, up to 8% for some tokens; for a /24 it stays negligible.
+// The keys are seeded, so the counts are reproducible.
+func TestWrongKeyAcceptRate(t *testing.T) {
+	const keys = 4096
+	for _, tc := range []struct {
+		mode, prefix string
+		min, max     int
+	}{
+		{ModeAES128, "10.0.0.0/8", 0, 0},
+		{ModeCryptoPAn, "10.0.0.0/8", 17, 410}, // above the share (16), below 10%
+		{ModeCryptoPAn, "192.0.2.0/24", 0, 4},  // share 2^-24: about 0.0002 of 4096
+	} {
+		t.Run(tc.mode+"/"+tc.prefix, func(t *testing.T) {
+			cfg := testConfig("")
+			cfg.Subscribers = []string{tc.prefix}
+			subs, err := LoadSubscribers(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ring := &Keyring{params: KeyringParams{Pseudonym: tc.mode}}
+			n, _ := keyLen(tc.mode)
+			rng := seededRand(42)
+			newCipher := func() *epochCipher {
+				key := make([]byte, n)
+				_, _ = rng.Read(key)
+				c, err := newEpochCipher(1, tc.mode, key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return c
+			}
+			subscriber := netip.MustParsePrefix(tc.prefix).Addr().Next()
+			token := pseudonymOf(newCipher(), subscriber)
+			accepted := 0
+			for range keys {
+				got := netip.AddrFrom16(newCipher().reveal(token)).Unmap()
+				if ring.CheckRevealed(got, subs) == nil {
+					accepted++
+				}
+			}
+			t.Logf("%d of %d wrong keys accepted", accepted, keys)
+			if accepted < tc.min || accepted > tc.max {
+				t.Errorf("%d of %d wrong keys accepted, want %d..%d", accepted, keys, tc.min, tc.max)
+			}
+		})
 	}
 }
