@@ -38,7 +38,14 @@ func ccflow(t *testing.T, args ...string) (string, string, error) {
 // reads them from the flows table.
 func tokenFor(t *testing.T, dir, sub string, at time.Time) (string, uint32) {
 	t.Helper()
+	return tokenForMode(t, dir, privacy.ModeAES128, sub, at)
+}
+
+// tokenForMode is tokenFor for a key directory of another pseudonym mode.
+func tokenForMode(t *testing.T, dir, mode, sub string, at time.Time) (string, uint32) {
+	t.Helper()
 	cfg := privacy.DefaultConfig()
+	cfg.Pseudonym = mode
 	cfg.Subscribers = []string{"192.0.2.0/24", "2001:db8:1::/48"}
 	cfg.KeysDir = dir
 	cfg.CreateKeys = false
@@ -187,6 +194,29 @@ func TestKeygenRevealAuditDestroy(t *testing.T) {
 	}
 	if _, errOut, err := revealOld(); err == nil || !strings.Contains(errOut, "was destroyed") {
 		t.Errorf("reveal after destroy: %v %q", err, errOut)
+	}
+}
+
+// TestRevealCryptoPAn: a Crypto-PAn key directory reveals with prefixes,
+// and reveal says that its wrong-key check is weaker (docs/privacy.md).
+func TestRevealCryptoPAn(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keys")
+	if _, _, err := ccflow(t, "keygen", "--dir", dir, "--epoch-length", "24h", "--pseudonym", "cryptopan"); err != nil {
+		t.Fatal(err)
+	}
+	token, epoch := tokenForMode(t, dir, privacy.ModeCryptoPAn, "192.0.2.7", time.Now())
+	out, errOut, err := ccflow(t, "reveal", "--keys", dir, "--subscribers", "192.0.2.0/24", "--epoch", itoa(epoch), "--reason", "ticket 9", token)
+	if err != nil || out != token+" 192.0.2.7\n" {
+		t.Fatalf("reveal: %v\nstdout %q\nstderr %q", err, out, errOut)
+	}
+	if !strings.Contains(errOut, "note: Crypto-PAn key directory") {
+		t.Errorf("reveal does not warn about the Crypto-PAn check: %q", errOut)
+	}
+	// Without prefixes a Crypto-PAn result cannot be checked: refused.
+	out, errOut, err = ccflow(t, "reveal", "--keys", dir, "--epoch", itoa(epoch), "--reason", "ticket 10", token)
+	var ee *exitError
+	if !errors.As(err, &ee) || out != "" || !strings.Contains(errOut, "--subscribers") {
+		t.Errorf("reveal without prefixes: %v\nstdout %q\nstderr %q", err, out, errOut)
 	}
 }
 

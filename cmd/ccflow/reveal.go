@@ -91,6 +91,9 @@ func runReveal(stdout, stderr io.Writer, c privacy.Config, o revealOptions, toke
 	if err != nil {
 		return err
 	}
+	if ring.Params().Pseudonym == privacy.ModeCryptoPAn {
+		fmt.Fprintln(stderr, "note: Crypto-PAn key directory: a wrong --epoch or key directory is caught less reliably than with AES (see docs/privacy.md); take --epoch from the token's epoch column")
+	}
 	var subs *privacy.Subscribers
 	if len(c.Subscribers) > 0 || c.SubscribersFile != "" {
 		if subs, err = privacy.LoadSubscribers(c); err != nil {
