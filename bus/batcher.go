@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -34,10 +35,16 @@ type Batcher struct {
 	first time.Time
 	free  sync.Pool
 
-	cancel context.CancelFunc
-	done   chan struct{}
-	once   sync.Once
+	cancel   context.CancelFunc // ends the timer loop
+	hardStop context.CancelFunc // aborts its publish: Stop gave up waiting
+	lateErr  error              // a timer publish that failed once Stop began
+	done     chan struct{}
+	once     sync.Once
 }
+
+// stopTimeout bounds how long Stop waits for the publishes it must finish:
+// the timer's batch in flight, then the current batch.
+const stopTimeout = 30 * time.Second
 
 // NewBatcher returns a Batcher that publishes to p.
 func NewBatcher(cfg BatchConfig, p Producer, deps Deps) (*Batcher, error) {
@@ -54,9 +61,14 @@ func NewBatcher(cfg BatchConfig, p Producer, deps Deps) (*Batcher, error) {
 // Instance returns the 8 bytes that start every batch ID of b.
 func (b *Batcher) Instance() [8]byte { return b.instance }
 
-// Start starts the timer that publishes batches older than MaxDelay.
+// Start starts the timer that publishes batches older than MaxDelay. The
+// timer runs until Stop or the end of ctx; a publish it has begun is not
+// canceled by either (its flows were accepted by Add), only by Stop giving
+// up after stopTimeout.
 func (b *Batcher) Start(ctx context.Context) error {
-	ctx, b.cancel = context.WithCancel(ctx)
+	loopCtx, cancel := context.WithCancel(ctx)
+	pubCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
+	b.cancel, b.hardStop = cancel, hardStop
 	b.done = make(chan struct{})
 	go func() {
 		defer close(b.done)
@@ -64,7 +76,7 @@ func (b *Batcher) Start(ctx context.Context) error {
 		defer tick.Stop()
 		for {
 			select {
-			case <-ctx.Done():
+			case <-loopCtx.Done():
 				return
 			case now := <-tick.C:
 				b.mu.Lock()
@@ -73,9 +85,13 @@ func (b *Batcher) Start(ctx context.Context) error {
 					continue
 				}
 				batch := b.take()
+				n := len(batch.Flows)
 				b.mu.Unlock()
-				if err := b.publish(ctx, batch, "time"); err != nil && ctx.Err() == nil {
-					b.log.Error("publish batch failed", "err", err)
+				if err := b.publish(pubCtx, batch, "time"); err != nil {
+					b.log.Error("publish batch failed; its flows are dropped", "flows", n, "err", err)
+					if loopCtx.Err() != nil {
+						b.lateErr = err // read by Stop after done closes
+					}
 				}
 			}
 		}
@@ -121,18 +137,27 @@ func (b *Batcher) Flush(ctx context.Context) error {
 	return b.publish(ctx, batch, "flush")
 }
 
-// Stop stops the timer and publishes the current batch, waiting at most
-// 30 seconds for the Producer. It is idempotent.
+// Stop stops the timer, lets a publish the timer has begun finish, then
+// publishes the current batch, waiting at most stopTimeout (30 s) in all
+// for the Producer. It returns an error naming any batch it could not
+// publish: those flows are lost (and counted in
+// ccflow_bus_dropped_flows_total). Call it after the last Add has
+// returned. It is idempotent.
 func (b *Batcher) Stop() error {
 	var err error
 	b.once.Do(func() {
+		deadline := time.Now().Add(stopTimeout)
 		if b.cancel != nil {
 			b.cancel()
+			t := time.AfterFunc(stopTimeout, b.hardStop)
 			<-b.done
+			t.Stop()
+			b.hardStop()
+			err = b.lateErr
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		defer cancel()
-		err = b.Flush(ctx)
+		err = errors.Join(err, b.Flush(ctx))
 	})
 	return err
 }

@@ -341,3 +341,62 @@ func FuzzSpoolSegment(f *testing.F) {
 		}
 	})
 }
+
+// blockingProducer holds every Publish until release is closed, honoring
+// its context meanwhile (as the real producers do).
+type blockingProducer struct {
+	fakeProducer
+	entered chan struct{} // receives once per Publish that starts waiting
+	release chan struct{}
+}
+
+func (p *blockingProducer) Publish(ctx context.Context, b flow.Batch) error {
+	p.entered <- struct{}{}
+	select {
+	case <-p.release:
+		return p.fakeProducer.Publish(ctx, b)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestBatcherStopWaitsForTimedPublish: Stop while the timer's publish is
+// blocked on a full bus (the detector behind) must let that publish finish,
+// not cancel it. The flows of that batch were accepted by Add, so dropping
+// it would lose them silently (it did: TestSIGTERMUnderLoad lost a whole
+// one-second batch under CI load).
+func TestBatcherStopWaitsForTimedPublish(t *testing.T) {
+	p := &blockingProducer{entered: make(chan struct{}, 4), release: make(chan struct{})}
+	b, err := NewBatcher(BatchConfig{MaxFlows: 1000, MaxDelay: 20 * time.Millisecond}, p, Deps{Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Add(context.Background(), flowtest.Flows(4, 30)...); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.entered: // the timer's publish is now blocked
+	case <-time.After(5 * time.Second):
+		t.Fatal("the timer did not publish")
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- b.Stop() }()
+	select {
+	case err := <-stopped:
+		t.Fatalf("Stop returned (%v) while a publish was still in flight", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(p.release)
+	if err := <-stopped; err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if got := total(p.get()); got != 30 {
+		t.Fatalf("published %d flows, want 30", got)
+	}
+	if n := testutil.ToFloat64(b.m.droppedFlows.WithLabelValues("publish_error")); n != 0 {
+		t.Errorf("dropped %v flows", n)
+	}
+}
