@@ -689,7 +689,20 @@ func TestCheckpointResumes(t *testing.T) {
 // 203.0.113.50:8443 every 45 s for 45 minutes, and noise; window 2h, hop
 // 30m): its pairs resume, counted as having exchanged data.
 func TestRestoreVersion1(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("testdata", "checkpoint-v1.bin"))
+	c := restoreOldCheckpoint(t, "checkpoint-v1.bin", 348)
+	if strings.Contains(c.Explanation, "no connection exchanged data") {
+		t.Errorf("version-1 pairs count as unanswered: %s", c.Explanation)
+	}
+}
+
+// restoreOldCheckpoint restores testdata/file, written by an older detector
+// from the same traffic (3 subscribers beaconing to 203.0.113.50:8443 every
+// 45 s for 45 minutes, and noise; window 2h, hop 30m), checks its pair,
+// subscriber and endpoint counts, flushes and returns the beacon's
+// candidate.
+func restoreOldCheckpoint(t *testing.T, file string, wantPairs int) flow.Candidate {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", file))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -699,24 +712,19 @@ func TestRestoreVersion1(t *testing.T) {
 	if err := d.Restore(bytes.NewReader(b)); err != nil {
 		t.Fatal(err)
 	}
-	if st := d.Stats(); st.Pairs != 348 || st.Subscribers != 53 || st.Endpoints != 31 {
-		t.Errorf("restored %+v, want 348 pairs, 53 subscribers, 31 endpoints", st)
+	if st := d.Stats(); st.Pairs != wantPairs || st.Subscribers != 53 || st.Endpoints != 31 {
+		t.Errorf("restored %+v, want %d pairs, 53 subscribers, 31 endpoints", st, wantPairs)
 	}
 	d.Flush()
-	var found bool
 	for _, r := range d.Results() {
 		for _, c := range r.Candidates {
 			if c.RemoteAddr.String() == "203.0.113.50" && c.RemotePort == 8443 {
-				found = true
-				if strings.Contains(c.Explanation, "no connection exchanged data") {
-					t.Errorf("version-1 pairs count as unanswered: %s", c.Explanation)
-				}
+				return c
 			}
 		}
 	}
-	if !found {
-		t.Error("the restored beacon is not a candidate")
-	}
+	t.Fatal("the restored beacon is not a candidate")
+	return flow.Candidate{}
 }
 
 // TestUnansweredIsExplained: a beacon whose every connection is a refused
@@ -945,32 +953,8 @@ func TestSleepLoopAndTimer(t *testing.T) {
 // 203.0.113.50:8443 every 45 s for 45 minutes, and noise; window 2h, hop
 // 30m): its pairs resume with unknown durations, measured start to start.
 func TestRestoreVersion2(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("testdata", "checkpoint-v2.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := detect.DefaultConfig()
-	cfg.Window, cfg.Hop = 2*time.Hour, 30*time.Minute
-	d := newDetector(t, cfg, nil)
-	if err := d.Restore(bytes.NewReader(b)); err != nil {
-		t.Fatal(err)
-	}
-	if st := d.Stats(); st.Pairs != 283 || st.Subscribers != 53 || st.Endpoints != 31 {
-		t.Errorf("restored %+v, want 283 pairs, 53 subscribers, 31 endpoints", st)
-	}
-	d.Flush()
-	var found bool
-	for _, r := range d.Results() {
-		for _, c := range r.Candidates {
-			if c.RemoteAddr.String() == "203.0.113.50" && c.RemotePort == 8443 {
-				found = true
-				if !strings.Contains(c.Explanation, "every 45.0 s start to start") {
-					t.Errorf("explanation: %s", c.Explanation)
-				}
-			}
-		}
-	}
-	if !found {
-		t.Error("the restored beacon is not a candidate")
+	c := restoreOldCheckpoint(t, "checkpoint-v2.bin", 283)
+	if !strings.Contains(c.Explanation, "every 45.0 s start to start") {
+		t.Errorf("explanation: %s", c.Explanation)
 	}
 }
